@@ -1,0 +1,142 @@
+//! Command line: every flag can also come from an environment variable `SPLITDNS_*`, which is
+//! how a Kubernetes manifest usually sets them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::{self, Config, ConfigError, MappingSource};
+
+/// The default mapping path, relative to the working directory (the repo root under
+/// `cargo run`).
+pub const DEFAULT_MAPPING: &str = "config/mapping.yaml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "splitdns",
+    version,
+    about = "Split-horizon DNS sidecar: answers mapped FQDNs with pod IPs, forwards everything else unchanged"
+)]
+pub struct Cli {
+    /// Address to serve DNS on, UDP and TCP (repeatable or comma-separated).
+    #[arg(
+        long,
+        env = "SPLITDNS_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:5353"
+    )]
+    pub listen: Vec<SocketAddr>,
+
+    /// Mapping file (YAML) [default: config/mapping.yaml, or the built-in example if that file
+    /// does not exist].
+    #[arg(long, env = "SPLITDNS_MAPPING")]
+    pub mapping: Option<PathBuf>,
+
+    /// Upstream DNS server, IP[:PORT] (repeatable, tried in order) [default: the nameservers of
+    /// /etc/resolv.conf].
+    #[arg(long, env = "SPLITDNS_UPSTREAM", value_delimiter = ',', value_parser = upstream)]
+    pub upstream: Vec<SocketAddr>,
+
+    /// Time budget for a forwarded query over all upstreams; SERVFAIL after it (e.g. 500ms, 2s).
+    #[arg(long, env = "SPLITDNS_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub upstream_timeout: Duration,
+
+    /// TTL of local answers when the mapping file sets none (e.g. 5s, 1m).
+    #[arg(long, env = "SPLITDNS_TTL", default_value = "5s", value_parser = ttl)]
+    pub ttl: u32,
+
+    /// UDP worker threads, one SO_REUSEPORT socket each [default: available cores].
+    #[arg(long, env = "SPLITDNS_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Forwarded UDP queries in flight per worker; beyond it new queries get SERVFAIL.
+    #[arg(long, env = "SPLITDNS_MAX_INFLIGHT", default_value_t = 1024)]
+    pub max_inflight: usize,
+
+    /// TCP connections served at once.
+    #[arg(long, env = "SPLITDNS_TCP_MAX_CONNECTIONS", default_value_t = 256)]
+    pub tcp_max_connections: usize,
+
+    /// Close a TCP connection idle for this long.
+    #[arg(long, env = "SPLITDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub tcp_idle_timeout: Duration,
+
+    /// At SIGTERM, how long in-flight forwards may take to finish.
+    #[arg(long, env = "SPLITDNS_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter (e.g. info, debug, splitdns=trace) [default: RUST_LOG, else info].
+    #[arg(long, env = "SPLITDNS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "SPLITDNS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn upstream(s: &str) -> Result<SocketAddr, String> {
+    config::parse_upstream(s).map_err(|e| e.to_string())
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
+}
+
+fn ttl(s: &str) -> Result<u32, String> {
+    let d = match s.parse::<u32>() {
+        Ok(secs) => Duration::from_secs(u64::from(secs)),
+        Err(_) => duration(s)?,
+    };
+    u32::try_from(d.as_secs())
+        .ok()
+        .filter(|t| *t <= crate::mapping::file::MAX_TTL)
+        .ok_or_else(|| "TTL too large (RFC 2181 §8: at most 2^31-1 seconds)".to_owned())
+}
+
+impl Cli {
+    /// Resolves defaults that depend on the machine (resolv.conf, cores, files present) and
+    /// checks the result.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::NoListen);
+        }
+        let upstreams = if self.upstream.is_empty() {
+            config::system_upstreams()?
+        } else {
+            self.upstream
+        };
+        config::check_loops(&self.listen, &upstreams)?;
+        let mapping = match self.mapping {
+            Some(p) => MappingSource::File(p),
+            None if std::path::Path::new(DEFAULT_MAPPING).exists() => {
+                MappingSource::File(DEFAULT_MAPPING.into())
+            }
+            None => MappingSource::Embedded,
+        };
+        let workers = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        Ok(Config {
+            listen: self.listen,
+            mapping,
+            upstreams,
+            upstream_timeout: self.upstream_timeout,
+            ttl: self.ttl,
+            workers: workers.max(1),
+            max_inflight: self.max_inflight.max(1),
+            tcp_max_connections: self.tcp_max_connections.max(1),
+            tcp_idle_timeout: self.tcp_idle_timeout,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! The daemon's resolved configuration, and the checks made on it before anything starts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The example mapping, compiled in: served when `--mapping` is not given and
+/// `config/mapping.yaml` is not there (a binary run outside the repo still answers at once).
+pub const EMBEDDED_MAPPING: &str = include_str!("../config/mapping.yaml");
+
+/// Where the mapping comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingSource {
+    File(PathBuf),
+    /// [`EMBEDDED_MAPPING`].
+    Embedded,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub mapping: MappingSource,
+    pub upstreams: Vec<SocketAddr>,
+    /// Budget for one forwarded query over all upstreams; SERVFAIL after it.
+    pub upstream_timeout: Duration,
+    /// TTL of local answers unless the mapping file sets one (seconds).
+    pub ttl: u32,
+    pub workers: usize,
+    /// Forwarded UDP queries in flight per worker.
+    pub max_inflight: usize,
+    pub tcp_max_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    /// How long in-flight forwards may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: listen on an ephemeral loopback port.
+    pub fn new(mapping: MappingSource, upstreams: Vec<SocketAddr>) -> Config {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            mapping,
+            upstreams,
+            upstream_timeout: Duration::from_secs(2),
+            ttl: 5,
+            workers: 1,
+            max_inflight: 1024,
+            tcp_max_connections: 256,
+            tcp_idle_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid upstream {0:?}: expected IP or IP:PORT, e.g. 10.96.0.10 or [fd00::a]:53")]
+    BadUpstream(String),
+    #[error("no upstream: /etc/resolv.conf has no usable nameserver ({0}); pass --upstream")]
+    NoUpstream(String),
+    #[error(
+        "upstream {upstream} is our own listen address {listen}: queries would loop; \
+         pass --upstream with the cluster DNS address"
+    )]
+    Loop {
+        upstream: SocketAddr,
+        listen: SocketAddr,
+    },
+    #[error("--listen needs at least one address")]
+    NoListen,
+}
+
+/// Parses `10.96.0.10`, `10.96.0.10:53`, `fd00::a` or `[fd00::a]:53`; port 53 by default.
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| ConfigError::BadUpstream(s.to_owned()))
+}
+
+/// The nameservers of `/etc/resolv.conf`, read with hickory-resolver's parser (which knows the
+/// file's quirks: `options`, `search`, comments, IPv6 zone ids).
+pub fn system_upstreams() -> Result<Vec<SocketAddr>, ConfigError> {
+    let (conf, _opts) = hickory_resolver::system_conf::read_system_conf()
+        .map_err(|e| ConfigError::NoUpstream(e.to_string()))?;
+    let ups: Vec<SocketAddr> = conf
+        .name_servers()
+        .iter()
+        .map(|ns| SocketAddr::new(ns.ip, 53))
+        .collect();
+    if ups.is_empty() {
+        return Err(ConfigError::NoUpstream("no nameserver lines".into()));
+    }
+    Ok(ups)
+}
+
+/// Refuses an upstream that is one of our own listen addresses (a sidecar whose resolv.conf
+/// says 127.0.0.1 while it listens on 127.0.0.1:53 would forward to itself forever; CoreDNS's
+/// `loop` plugin exists for this).
+pub fn check_loops(listen: &[SocketAddr], upstreams: &[SocketAddr]) -> Result<(), ConfigError> {
+    for up in upstreams {
+        for l in listen {
+            if up.port() != l.port() {
+                continue;
+            }
+            let same_host = up.ip() == l.ip()
+                || (l.ip().is_unspecified() && (up.ip().is_loopback() || up.ip().is_unspecified()));
+            if same_host {
+                return Err(ConfigError::Loop {
+                    upstream: *up,
+                    listen: *l,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstreams() {
+        assert_eq!(
+            parse_upstream("10.0.0.1").unwrap(),
+            "10.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("10.0.0.1:5300").unwrap(),
+            "10.0.0.1:5300".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("fd00::a").unwrap(),
+            "[fd00::a]:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("[fd00::a]").unwrap(),
+            "[fd00::a]:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("[fd00::a]:54").unwrap(),
+            "[fd00::a]:54".parse().unwrap()
+        );
+        assert!(parse_upstream("dns.example").is_err());
+    }
+
+    #[test]
+    fn refuses_forwarding_to_ourselves() {
+        let l: Vec<SocketAddr> = vec!["127.0.0.1:53".parse().unwrap()];
+        assert!(check_loops(&l, &["127.0.0.1:53".parse().unwrap()]).is_err());
+        assert!(check_loops(&l, &["127.0.0.1:5353".parse().unwrap()]).is_ok());
+        assert!(check_loops(&l, &["10.96.0.10:53".parse().unwrap()]).is_ok());
+        let any: Vec<SocketAddr> = vec!["0.0.0.0:53".parse().unwrap()];
+        assert!(check_loops(&any, &["127.0.0.53:53".parse().unwrap()]).is_err());
+    }
+}

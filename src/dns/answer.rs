@@ -1,0 +1,376 @@
+//! Deciding what to do with a query, and writing local answers.
+//!
+//! [`decide`] is the whole per-query decision: drop, answer locally (into the caller's reused
+//! buffer, no allocation), or forward the bytes unchanged. Every DNS error becomes an rcode here
+//! and nowhere else.
+
+use crate::dns::wire::{
+    self, CLASSIC_UDP_SIZE, Edns, HEADER_LEN, Header, MAX_NAME_WIRE, Question, class, flag, rcode,
+    rtype,
+};
+use crate::mapping::{Entry, Snapshot};
+
+/// The UDP payload size we advertise and cap our own UDP answers at: the 2020 DNS flag day
+/// value, which avoids IP fragmentation on every common path (RFC 6891 §6.2.5 lets the responder
+/// pick the smaller of the two sizes).
+pub const OUR_UDP_PAYLOAD: u16 = 1232;
+
+/// Where a query came in: bounds the size of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What happened to a query: the unit of the query counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Outcome {
+    /// A mapped name answered with addresses.
+    Answer = 0,
+    /// A mapped name with nothing of the asked type: NOERROR, SOA in authority.
+    NoData,
+    /// Sent to the upstream.
+    Forwarded,
+    /// Upstream failed or timed out, or no forwarding slot was free.
+    ServFail,
+    FormErr,
+    NotImp,
+    /// Class other than IN for a mapped name, or a zone transfer.
+    Refused,
+    /// EDNS version we do not speak (RFC 6891 §6.1.3).
+    BadVers,
+    /// Not answered at all: unreadable header or a response (QR=1), never reflected.
+    Dropped,
+}
+
+impl Outcome {
+    pub const COUNT: usize = 9;
+    pub const ALL: [Outcome; Outcome::COUNT] = [
+        Outcome::Answer,
+        Outcome::NoData,
+        Outcome::Forwarded,
+        Outcome::ServFail,
+        Outcome::FormErr,
+        Outcome::NotImp,
+        Outcome::Refused,
+        Outcome::BadVers,
+        Outcome::Dropped,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Answer => "local_answer",
+            Outcome::NoData => "local_nodata",
+            Outcome::Forwarded => "forwarded",
+            Outcome::ServFail => "servfail",
+            Outcome::FormErr => "formerr",
+            Outcome::NotImp => "notimp",
+            Outcome::Refused => "refused",
+            Outcome::BadVers => "badvers",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+/// The decision for one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Send `out[..len]` back to the client.
+    Reply { len: usize, outcome: Outcome },
+    /// Not ours: relay the query bytes upstream. `question_end` lets the relay check the reply.
+    Forward { question_end: usize },
+    /// Say nothing (RFC 1035 §4.1.1 gives no way to answer a message we cannot read, and a
+    /// response must never be answered, or two servers could ping-pong forever).
+    Drop,
+}
+
+/// Decides what to do with `msg`, writing any local reply into `out` (which must hold at least
+/// 65535 octets for TCP; for UDP at least [`OUR_UDP_PAYLOAD`]).
+pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [u8]) -> Decision {
+    let Some(header) = Header::read(msg) else {
+        return Decision::Drop;
+    };
+    if header.is_response() {
+        return Decision::Drop;
+    }
+    // RFC 1035 §4.1.1: only standard queries; NOTIFY, UPDATE, ... are not implemented here.
+    if header.opcode() != 0 {
+        return bare_error(&header, rcode::NOTIMP, Outcome::NotImp, out);
+    }
+    // RFC 1035 §4.1.2 allows several questions in theory; in practice exactly one (RFC 9619).
+    if header.qdcount != 1 {
+        return bare_error(&header, rcode::FORMERR, Outcome::FormErr, out);
+    }
+    let mut lower = [0u8; MAX_NAME_WIRE];
+    let question = match wire::read_question(msg, &mut lower) {
+        Ok(q) => q,
+        Err(_) => return bare_error(&header, rcode::FORMERR, Outcome::FormErr, out),
+    };
+    let Some(entry) = snapshot.lookup(&lower[..question.name_len]) else {
+        return Decision::Forward {
+            question_end: question.end(),
+        };
+    };
+    // From here on the name is ours and never leaves this process (forwarding it would return
+    // the public address: the hairpin this daemon exists to prevent).
+    let edns = match wire::read_edns(msg, &header, question.end()) {
+        Ok(e) => e,
+        // RFC 6891 §6.1.1: malformed or duplicate OPT -> FORMERR, without an OPT of our own.
+        Err(_) => return bare_error(&header, rcode::FORMERR, Outcome::FormErr, out),
+    };
+    let limit = match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => match edns {
+            Some(e) => e.udp_size.min(OUR_UDP_PAYLOAD) as usize,
+            None => CLASSIC_UDP_SIZE,
+        },
+    }
+    .min(out.len());
+    let mut w = Writer::new(out, limit);
+    if let Some(e) = edns
+        && e.version > 0
+    {
+        // RFC 6891 §6.1.3: unknown version -> BADVERS, with an OPT carrying our version (0).
+        let len = w.reply(msg, &header, &question, edns, rcode::BADVERS);
+        return Decision::Reply {
+            len,
+            outcome: Outcome::BadVers,
+        };
+    }
+    if question.qclass != class::IN && question.qclass != class::ANY {
+        let len = w.reply(msg, &header, &question, edns, u16::from(rcode::REFUSED));
+        return Decision::Reply {
+            len,
+            outcome: Outcome::Refused,
+        };
+    }
+    let records = match question.qtype {
+        rtype::A => Records::V4,
+        rtype::AAAA => Records::V6,
+        // RFC 8482 §4.1: ANY may be answered with a subset; we give every address we hold.
+        rtype::ANY => Records::Both,
+        // AXFR (252) and IXFR (251): there is no zone to transfer.
+        251 | 252 => {
+            let len = w.reply(msg, &header, &question, edns, u16::from(rcode::REFUSED));
+            return Decision::Reply {
+                len,
+                outcome: Outcome::Refused,
+            };
+        }
+        _ => Records::None,
+    };
+    let (len, outcome) = w.answer(msg, &header, &question, edns, entry, records, snapshot);
+    Decision::Reply { len, outcome }
+}
+
+/// Builds the reply for a query that we could not complete (`SERVFAIL` after the upstreams
+/// failed). Echoes the question and EDNS when the query has them readable.
+pub fn error_reply(msg: &[u8], rc: u8, out: &mut [u8]) -> Option<usize> {
+    let header = Header::read(msg)?;
+    let mut lower = [0u8; MAX_NAME_WIRE];
+    let Ok(question) = wire::read_question(msg, &mut lower) else {
+        return match bare_error(&header, rc, Outcome::ServFail, out) {
+            Decision::Reply { len, .. } => Some(len),
+            _ => None,
+        };
+    };
+    let edns = wire::read_edns(msg, &header, question.end()).unwrap_or(None);
+    // Header, question and OPT: under 512 octets, so it fits any transport.
+    let limit = out.len().min(u16::MAX as usize);
+    let mut w = Writer::new(out, limit);
+    Some(w.reply(msg, &header, &question, edns, u16::from(rc)))
+}
+
+/// A reply made of the header alone, for queries whose question we cannot (or must not) echo.
+fn bare_error(header: &Header, rc: u8, outcome: Outcome, out: &mut [u8]) -> Decision {
+    if out.len() < HEADER_LEN {
+        return Decision::Drop;
+    }
+    let flags = flag::QR | (header.flags & (flag::OPCODE_MASK | flag::RD)) | u16::from(rc);
+    out[..2].copy_from_slice(&header.id.to_be_bytes());
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    out[4..12].fill(0);
+    Decision::Reply {
+        len: HEADER_LEN,
+        outcome,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Records {
+    V4,
+    V6,
+    Both,
+    None,
+}
+
+/// A bounded writer over the caller's buffer: a write that would pass `limit` fails, and the
+/// caller then truncates (RFC 2181 §9).
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    limit: usize,
+}
+
+/// Pointer to the question name at offset 12 (RFC 1035 §4.1.4): the owner of every record we
+/// write, so answers carry the name exactly as the client spelled it (0x20 preserved).
+const QNAME_PTR: [u8; 2] = [0xC0, 0x0C];
+
+impl<'a> Writer<'a> {
+    fn new(buf: &'a mut [u8], limit: usize) -> Writer<'a> {
+        Writer { buf, len: 0, limit }
+    }
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        let end = self.len + bytes.len();
+        if end > self.limit {
+            return Err(());
+        }
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+
+    fn set_u16(&mut self, at: usize, v: u16) {
+        self.buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Header + echoed question + OPT, no records: error and refusal replies.
+    /// `rc` may be an extended rcode (> 15), split between header and OPT (RFC 6891 §6.1.3).
+    fn reply(
+        &mut self,
+        msg: &[u8],
+        header: &Header,
+        question: &Question,
+        edns: Option<Edns>,
+        rc: u16,
+    ) -> usize {
+        self.len = 0;
+        self.header(header, 0, rc);
+        // The question always fits: limit >= 512 and a question is at most 12 + 255 + 4 octets.
+        let _ = self.put(&msg[HEADER_LEN..question.end()]);
+        self.set_u16(4, 1);
+        if let Some(e) = edns {
+            let _ = self.opt(e, rc);
+            self.set_u16(10, 1);
+        }
+        self.len
+    }
+
+    fn header(&mut self, header: &Header, flags_extra: u16, rc: u16) {
+        let flags = flag::QR
+            | flag::RA
+            | flags_extra
+            | (header.flags & (flag::RD | flag::CD))
+            | (rc & 0x000f);
+        let _ = self.put(&header.id.to_be_bytes());
+        let _ = self.put(&flags.to_be_bytes());
+        let _ = self.put(&[0; 8]);
+    }
+
+    /// Our OPT record (RFC 6891 §6.1.2): payload size, extended rcode, version 0, DO echoed
+    /// (RFC 3225 §3), no options.
+    fn opt(&mut self, e: Edns, rc: u16) -> Result<(), ()> {
+        let ext = (rc >> 4) as u8;
+        let do_bit: u8 = if e.dnssec_ok { 0x80 } else { 0 };
+        let p = OUR_UDP_PAYLOAD.to_be_bytes();
+        self.put(&[0, 0, 41, p[0], p[1], ext, 0, do_bit, 0, 0, 0])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &mut self,
+        msg: &[u8],
+        header: &Header,
+        question: &Question,
+        edns: Option<Edns>,
+        entry: &Entry,
+        records: Records,
+        snapshot: &Snapshot,
+    ) -> (usize, Outcome) {
+        self.header(header, flag::AA, u16::from(rcode::NOERROR));
+        let _ = self.put(&msg[HEADER_LEN..question.end()]);
+        self.set_u16(4, 1);
+        let mut count: u16 = 0;
+        let fits = (|| -> Result<(), ()> {
+            if matches!(records, Records::V4 | Records::Both) {
+                for a in entry.v4.iter() {
+                    self.record(rtype::A, entry.ttl, &a.octets())?;
+                    count += 1;
+                }
+            }
+            if matches!(records, Records::V6 | Records::Both) {
+                for a in entry.v6.iter() {
+                    self.record(rtype::AAAA, entry.ttl, &a.octets())?;
+                    count += 1;
+                }
+            }
+            if count == 0 {
+                // NODATA (RFC 2308 §2.2): SOA in authority so the negative answer is cacheable.
+                self.soa(entry.ttl, snapshot.content_hash as u32)?;
+                self.set_u16(8, 1);
+            } else {
+                self.set_u16(6, count);
+            }
+            Ok(())
+        })()
+        .is_ok();
+        if !fits {
+            // RFC 2181 §9: an RRset that does not fit is not split; send TC and let the client
+            // retry over TCP. Keep the question and the OPT.
+            self.len = question.end();
+            self.set_u16(6, 0);
+            self.set_u16(8, 0);
+            let flags = wire::u16_at(self.buf, 2).unwrap_or(0) | flag::TC;
+            self.set_u16(2, flags);
+        }
+        if let Some(e) = edns {
+            let _ = self.opt(e, 0);
+            self.set_u16(10, 1);
+        }
+        let outcome = if count == 0 && fits {
+            Outcome::NoData
+        } else {
+            Outcome::Answer
+        };
+        (self.len, outcome)
+    }
+
+    fn record(&mut self, rtype: u16, ttl: u32, rdata: &[u8]) -> Result<(), ()> {
+        let t = rtype.to_be_bytes();
+        let ttl = ttl.to_be_bytes();
+        let l = (rdata.len() as u16).to_be_bytes();
+        self.put(&[
+            QNAME_PTR[0],
+            QNAME_PTR[1],
+            t[0],
+            t[1],
+            0,
+            1,
+            ttl[0],
+            ttl[1],
+            ttl[2],
+            ttl[3],
+            l[0],
+            l[1],
+        ])?;
+        self.put(rdata)
+    }
+
+    /// A synthesized SOA owned by the asked name: MNAME is the name itself, RNAME
+    /// `hostmaster.<name>`, SERIAL follows the mapping's content hash (changes on reload), and
+    /// MINIMUM equals the TTL so the negative-cache time is the mapping's TTL (RFC 2308 §5).
+    fn soa(&mut self, ttl: u32, serial: u32) -> Result<(), ()> {
+        let mut rdata = [0u8; 2 + 11 + 2 + 20];
+        rdata[..2].copy_from_slice(&QNAME_PTR);
+        rdata[2..13].copy_from_slice(b"\x0ahostmaster");
+        rdata[13..15].copy_from_slice(&QNAME_PTR);
+        let fields = [serial, 3600, 600, 86400, ttl];
+        for (i, f) in fields.iter().enumerate() {
+            rdata[15 + 4 * i..19 + 4 * i].copy_from_slice(&f.to_be_bytes());
+        }
+        self.record(rtype::SOA, ttl, &rdata)
+    }
+}

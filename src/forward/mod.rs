@@ -1,0 +1,4 @@
+//! Relaying queries for names we do not own to the upstream DNS servers, bytes in, bytes out.
+
+pub mod tcp;
+pub mod udp;

@@ -1,0 +1,331 @@
+//! splitdns: a split-horizon DNS sidecar.
+//!
+//! Answers address queries for the FQDNs in a mapping file with their pod IPs and relays every
+//! other query, unchanged, to the upstream DNS. The path of one query:
+//!
+//! ```text
+//! server::udp::serve / server::tcp        receive
+//!   -> dns::answer::decide                parse header + question, look the name up
+//!        mapped     -> local answer       written into a reused buffer, sent back
+//!        not mapped -> forward::udp/tcp   bytes to the upstream, reply bytes back
+//! ```
+//!
+//! [`start`] wires the pieces and returns a handle that tests drive; [`run`] is the daemon.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod forward;
+pub mod mapping;
+pub mod server;
+pub mod stats;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+pub use config::{Config, ConfigError, MappingSource};
+pub use mapping::{MappingError, SharedMapping, Snapshot};
+
+use forward::tcp::TcpForwarder;
+use forward::udp::UdpRelay;
+use server::tcp::{TcpContext, TcpLimits};
+use stats::{Proto, Stats, Totals};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("cannot listen on {proto} {addr}: {source}")]
+    Bind {
+        proto: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open a socket to the upstreams: {0}")]
+    UpstreamSocket(#[source] io::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] io::Error),
+}
+
+/// Loads and validates the configured mapping.
+pub fn load_mapping(source: &MappingSource, default_ttl: u32) -> Result<Snapshot, MappingError> {
+    match source {
+        MappingSource::File(path) => mapping::file::load(path, default_ttl),
+        MappingSource::Embedded => {
+            mapping::file::parse(config::EMBEDDED_MAPPING, "<built-in example>", default_ttl)
+        }
+    }
+}
+
+/// A started server. Dropping it without [`Running::shutdown`] leaves its threads running.
+pub struct Running {
+    udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
+    mapping: SharedMapping,
+    stats: Arc<Stats>,
+    stopping: Arc<AtomicBool>,
+    udp_sockets: Vec<Arc<UdpSocket>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    tcp_stop: watch::Sender<bool>,
+    tcp_connections: Arc<Semaphore>,
+    tcp_max: usize,
+    grace: Duration,
+}
+
+/// Loads the mapping, binds every socket and starts serving. Nothing is started unless all of
+/// it succeeds. Must be called within a tokio runtime (the TCP side runs on it).
+pub async fn start(config: Config) -> Result<Running, Error> {
+    if config.listen.is_empty() {
+        return Err(ConfigError::NoListen.into());
+    }
+    config::check_loops(&config.listen, &config.upstreams)?;
+    let t0 = Instant::now();
+    let snapshot = load_mapping(&config.mapping, config.ttl)?;
+    let (names, v4, v6) = snapshot.summary();
+    info!(
+        names,
+        v4,
+        v6,
+        hash = %snapshot.short_hash(),
+        source = %describe_source(&config.mapping),
+        elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
+        "mapping loaded"
+    );
+    if config.mapping == MappingSource::Embedded {
+        warn!("no --mapping given and config/mapping.yaml not found: serving the built-in example");
+    }
+    let mapping: SharedMapping = Arc::new(ArcSwap::from_pointee(snapshot));
+
+    // Bind everything first: a port conflict must fail start-up before any thread runs.
+    let mut bound = Vec::new();
+    for addr in &config.listen {
+        bound.push(bind_pair(*addr, config.workers)?);
+    }
+
+    let stats = Arc::new(Stats::default());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (tcp_stop, tcp_stop_rx) = watch::channel(false);
+    let tcp_connections = Arc::new(Semaphore::new(config.tcp_max_connections));
+    let tcp_ctx = Arc::new(TcpContext {
+        mapping: mapping.clone(),
+        forwarder: TcpForwarder::new(&config.upstreams, config.upstream_timeout),
+        stats: stats.block(Proto::Tcp),
+        limits: TcpLimits {
+            max_connections: config.tcp_max_connections,
+            idle_timeout: config.tcp_idle_timeout,
+        },
+    });
+
+    let mut running = Running {
+        udp_addrs: Vec::new(),
+        tcp_addrs: Vec::new(),
+        mapping: mapping.clone(),
+        stats: stats.clone(),
+        stopping: stopping.clone(),
+        udp_sockets: Vec::new(),
+        threads: Vec::new(),
+        tcp_stop,
+        tcp_connections: tcp_connections.clone(),
+        tcp_max: config.tcp_max_connections,
+        grace: config.shutdown_grace,
+    };
+
+    for (udp_sockets, tcp_listener) in bound {
+        let udp_addr = udp_sockets[0].local_addr().map_err(Error::Thread)?;
+        for (i, socket) in udp_sockets.into_iter().enumerate() {
+            let socket = Arc::new(socket);
+            let block = stats.block(Proto::Udp);
+            let relay = Arc::new(
+                UdpRelay::new(
+                    &config.upstreams,
+                    config.upstream_timeout,
+                    config.max_inflight,
+                    socket.clone(),
+                    block.clone(),
+                    stopping.clone(),
+                )
+                .map_err(Error::UpstreamSocket)?,
+            );
+            for u in 0..relay.upstream_count() {
+                let relay = relay.clone();
+                let grace = config.shutdown_grace;
+                running.threads.push(spawn(format!("up-{i}-{u}"), move || {
+                    relay.reply_loop(u, grace)
+                })?);
+            }
+            let (s, m, st, stop) = (socket.clone(), mapping.clone(), block, stopping.clone());
+            running.threads.push(spawn(format!("udp-{i}"), move || {
+                server::udp::serve(s, m, relay, st, stop)
+            })?);
+            running.udp_sockets.push(socket);
+        }
+        info!("listening on udp {udp_addr}");
+        let tcp_addr = tcp_listener.local_addr().map_err(Error::Thread)?;
+        let listener =
+            tokio::net::TcpListener::from_std(tcp_listener).map_err(|source| Error::Bind {
+                proto: "tcp",
+                addr: tcp_addr,
+                source,
+            })?;
+        tokio::spawn(server::tcp::serve(
+            listener,
+            tcp_ctx.clone(),
+            tcp_connections.clone(),
+            tcp_stop_rx.clone(),
+        ));
+        info!("listening on tcp {tcp_addr}");
+        running.udp_addrs.push(udp_addr);
+        running.tcp_addrs.push(tcp_addr);
+    }
+    let ups: Vec<String> = config.upstreams.iter().map(|u| u.to_string()).collect();
+    info!(
+        workers = config.workers,
+        upstreams = %ups.join(","),
+        timeout_ms = config.upstream_timeout.as_millis() as u64,
+        "splitdns started"
+    );
+    Ok(running)
+}
+
+fn describe_source(source: &MappingSource) -> String {
+    match source {
+        MappingSource::File(p) => p.display().to_string(),
+        MappingSource::Embedded => "<built-in example>".into(),
+    }
+}
+
+fn spawn(
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(Error::Thread)
+}
+
+/// Binds the UDP sockets and a TCP listener on the same address; with port 0 the TCP listener
+/// takes the port the kernel gave UDP (retrying if TCP already has it elsewhere).
+fn bind_pair(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<UdpSocket>, std::net::TcpListener), Error> {
+    let mut attempts = 0;
+    loop {
+        let udp = server::udp::bind(addr, workers).map_err(|source| Error::Bind {
+            proto: "udp",
+            addr,
+            source,
+        })?;
+        let port = udp[0].local_addr().map(|a| a.port()).unwrap_or(addr.port());
+        let tcp_addr = SocketAddr::new(addr.ip(), port);
+        match server::tcp::bind(tcp_addr) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && attempts < 20 => {
+                attempts += 1;
+                drop(e);
+            }
+            Err(source) => {
+                return Err(Error::Bind {
+                    proto: "tcp",
+                    addr: tcp_addr,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+impl Running {
+    /// The bound UDP addresses, one per `--listen`, with real ports.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// The bound TCP addresses (same ports as UDP).
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    /// The live mapping (the reloader stores new snapshots here).
+    pub fn mapping(&self) -> &SharedMapping {
+        &self.mapping
+    }
+
+    pub fn stats(&self) -> Totals {
+        self.stats.totals()
+    }
+
+    /// Stops taking queries, lets in-flight forwards finish (bounded by the grace period) and
+    /// joins every thread. The one shutdown path, for signals and tests alike.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.tcp_stop.send(true);
+        for s in &self.udp_sockets {
+            server::udp::wake(s);
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        let drained = tokio::time::timeout(
+            self.grace,
+            self.tcp_connections.acquire_many(self.tcp_max as u32),
+        )
+        .await;
+        if drained.is_err() {
+            warn!("TCP connections still open after the shutdown grace period");
+        }
+        info!("stopped");
+    }
+}
+
+/// The daemon: start, serve until SIGTERM or SIGINT, shut down gracefully.
+pub fn run(config: Config) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async move {
+        let running = start(config).await?;
+        wait_for_signal().await;
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("SIGINT received"),
+            }
+        }
+        _ => {
+            // Without signal handlers there is no clean way to stop; serve until killed.
+            warn!("cannot install signal handlers; serving until killed");
+            std::future::pending::<()>().await
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The mapping file format (YAML) and its validation.
+//!
+//! ```yaml
+//! ttl: 5                      # optional, seconds; default from --ttl
+//! hosts:                      # FQDN -> address or list of addresses
+//!   db-0.db.example.com: 10.42.0.12
+//!   db-1.db.example.com: [10.42.0.13, "fd00::13"]
+//! ```
+//!
+//! YAML crate: `serde-saphyr`. `serde_yaml` is archived (unmaintained since 2024); serde-saphyr is
+//! maintained, pure Rust with `unsafe` forbidden, fuzzed, deserializes straight into our types
+//! without an intermediate tree, and gives every node's line and column (`Spanned`), which is what
+//! lets every error below name the exact place in the file.
+//!
+//! Every error names file, line and column. Validation happens completely before a [`Snapshot`]
+//! exists, so a bad file can never be half-published.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{Location, Spanned};
+
+use super::{Entry, Snapshot, fnv1a, name};
+
+/// RFC 2181 §8: a TTL is an unsigned 31-bit number.
+pub const MAX_TTL: u32 = 0x7fff_ffff;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("{path}: cannot read mapping file: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+}
+
+impl MappingError {
+    fn at(path: &str, loc: Location, message: impl Into<String>) -> MappingError {
+        MappingError::Invalid {
+            path: path.to_owned(),
+            line: loc.line(),
+            column: loc.column(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads and validates one mapping file into a snapshot.
+pub fn load(path: &Path, default_ttl: u32) -> Result<Snapshot, MappingError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| MappingError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    parse(&text, &origin, default_ttl)
+}
+
+/// Parses and validates mapping text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str, default_ttl: u32) -> Result<Snapshot, MappingError> {
+    let parsed = parse_entries(text, origin, default_ttl)?;
+    let mut builder = SnapshotBuilder::default();
+    builder.add(origin, parsed)?;
+    Ok(builder.finish(fnv1a(text.as_bytes())))
+}
+
+/// One validated host line, not yet merged with the others.
+pub struct ParsedEntry {
+    pub wire: Vec<u8>,
+    pub location: Location,
+    pub entry: Entry,
+}
+
+/// Parses one file into validated entries (names and addresses checked, TTL applied).
+pub fn parse_entries(
+    text: &str,
+    origin: &str,
+    default_ttl: u32,
+) -> Result<Vec<ParsedEntry>, MappingError> {
+    let raw: RawFile = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
+        let loc = e.location().unwrap_or(Location::UNKNOWN);
+        let message = yaml_message(&e, text);
+        MappingError::at(origin, loc, message)
+    })?;
+
+    let ttl = match raw.ttl {
+        Some(t) if t.value > MAX_TTL => {
+            return Err(MappingError::at(
+                origin,
+                t.referenced,
+                format!("ttl {} is larger than {MAX_TTL} (RFC 2181 §8)", t.value),
+            ));
+        }
+        Some(t) => t.value,
+        None => default_ttl,
+    };
+
+    let hosts = raw.hosts.value.map(|h| h.0).unwrap_or_default();
+    let mut out = Vec::with_capacity(hosts.len());
+    for (key, value) in hosts {
+        let wire = name::to_wire_lower(&key.value).map_err(|why| {
+            MappingError::at(
+                origin,
+                key.referenced,
+                format!("invalid name {:?}: {why}", key.value),
+            )
+        })?;
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        let mut add = |text: &str, loc: Location| -> Result<(), MappingError> {
+            match text.trim().parse::<IpAddr>() {
+                Ok(IpAddr::V4(a)) if !v4.contains(&a) => v4.push(a),
+                Ok(IpAddr::V6(a)) if !v6.contains(&a) => v6.push(a),
+                Ok(_) => {} // the same address twice: harmless, answered once
+                Err(_) => {
+                    return Err(MappingError::at(
+                        origin,
+                        loc,
+                        format!("invalid IP address {text:?} for {}", key.value),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match value.value {
+            RawAddrs::One(a) => add(&a, value.referenced)?,
+            RawAddrs::Many(list) => {
+                if list.is_empty() {
+                    return Err(MappingError::at(
+                        origin,
+                        value.referenced,
+                        format!("{} has an empty address list", key.value),
+                    ));
+                }
+                for a in list {
+                    add(&a.value, a.referenced)?;
+                }
+            }
+        }
+        out.push(ParsedEntry {
+            wire,
+            location: key.referenced,
+            entry: Entry {
+                v4: v4.into(),
+                v6: v6.into(),
+                ttl,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Merges parsed files into one snapshot, rejecting a name defined twice (in one file or two).
+#[derive(Default)]
+pub struct SnapshotBuilder {
+    names: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    first_seen: HashMap<Box<[u8]>, (String, Location), foldhash::fast::RandomState>,
+}
+
+impl SnapshotBuilder {
+    pub fn add(&mut self, origin: &str, entries: Vec<ParsedEntry>) -> Result<(), MappingError> {
+        self.names.reserve(entries.len());
+        for e in entries {
+            let key: Box<[u8]> = e.wire.into();
+            match self.first_seen.entry(key.clone()) {
+                MapEntry::Occupied(first) => {
+                    let (file, loc) = first.get();
+                    let where_first = if file == origin {
+                        format!("line {}", loc.line())
+                    } else {
+                        format!("{file}:{}", loc.line())
+                    };
+                    return Err(MappingError::at(
+                        origin,
+                        e.location,
+                        format!(
+                            "duplicate name {} (names are case-insensitive; first defined at {where_first})",
+                            name::wire_to_text(&key)
+                        ),
+                    ));
+                }
+                MapEntry::Vacant(v) => {
+                    v.insert((origin.to_owned(), e.location));
+                }
+            }
+            self.names.insert(key, e.entry);
+        }
+        Ok(())
+    }
+
+    pub fn finish(self, content_hash: u64) -> Snapshot {
+        let mut names = self.names;
+        names.shrink_to_fit();
+        Snapshot {
+            names,
+            content_hash,
+        }
+    }
+}
+
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    // The defaults (250k nodes) are sized for hand-written configs; a mapping of 100k+ names with
+    // address lists is legitimately larger. Still bounded: a hostile file cannot exhaust memory.
+    budget.max_nodes = 8_000_000;
+    budget.max_events = 16_000_000;
+    budget.max_reader_input_bytes = Some(256 * 1024 * 1024);
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.with_snippet = false;
+    options
+}
+
+/// The parser's message without its own location suffix (we print `file:line:col:` first).
+fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return "the file is empty; expected a `hosts:` mapping".into();
+    }
+    let message = e.without_snippet().to_string();
+    // The parser appends " at line L, column C"; we already lead with file:line:col.
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    ttl: Option<Spanned<u32>>,
+    /// Required, but may be empty (`hosts:` alone forwards everything).
+    hosts: Spanned<Option<RawHosts>>,
+}
+
+/// The `hosts:` mapping, in file order, with the location of every key and value.
+struct RawHosts(Vec<(Spanned<String>, Spanned<RawAddrs>)>);
+
+enum RawAddrs {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawHosts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHosts;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of host name to address(es)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHosts, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(RawHosts(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawAddrs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAddrs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an IP address or a list of IP addresses")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAddrs, E> {
+                Ok(RawAddrs::One(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawAddrs, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+                while let Some(a) = seq.next_element()? {
+                    out.push(a);
+                }
+                Ok(RawAddrs::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, "m.yaml", 5).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let s = parse(
+            "ttl: 7\nhosts:\n  db-0.db.example.com: 10.42.0.12\n  DB-1.db.example.com.: [10.42.0.13, \"fd00::13\"]\n",
+            "m.yaml",
+            5,
+        )
+        .unwrap();
+        assert_eq!(s.len(), 2);
+        let e = s.lookup(b"\x04db-1\x02db\x07example\x03com\x00").unwrap();
+        assert_eq!(e.v4.len(), 1);
+        assert_eq!(e.v6.len(), 1);
+        assert_eq!(e.ttl, 7);
+        assert_eq!(
+            s.lookup(b"\x04db-0\x02db\x07example\x03com\x00")
+                .unwrap()
+                .ttl,
+            7
+        );
+    }
+
+    #[test]
+    fn empty_hosts_is_valid_and_default_ttl_applies() {
+        assert!(parse("hosts:\n", "m", 5).unwrap().is_empty());
+        assert!(parse("hosts: {}\n", "m", 5).unwrap().is_empty());
+        let s = parse("hosts:\n  a.b: 1.2.3.4\n", "m", 9).unwrap();
+        assert_eq!(s.lookup(b"\x01a\x01b\x00").unwrap().ttl, 9);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let e = err("hosts:\n  a.example.com: 10.0.0.1\n  b.example.com: 10.0.0.300\n");
+        assert!(e.starts_with("m.yaml:3:"), "{e}");
+        assert!(e.contains("invalid IP address \"10.0.0.300\""), "{e}");
+
+        let e = err("hosts:\n  a.example.com: 10.0.0.1\n  A.Example.com.: 10.0.0.2\n");
+        assert!(
+            e.starts_with("m.yaml:3:3: duplicate name a.example.com."),
+            "{e}"
+        );
+        assert!(e.contains("first defined at line 2"), "{e}");
+
+        let e = err("hosts:\n  a..example.com: 10.0.0.1\n");
+        assert!(e.starts_with("m.yaml:2:3: invalid name"), "{e}");
+
+        let e = err("hostz:\n  a.example.com: 10.0.0.1\n");
+        assert!(e.starts_with("m.yaml:1:"), "{e}");
+        assert!(e.contains("hostz"), "{e}");
+
+        let e = err("hosts:\n  a.example.com: [10.0.0.1, nope]\n");
+        assert!(e.starts_with("m.yaml:2:29:"), "{e}");
+
+        let e = err("hosts:\n  a.example.com: [\n");
+        assert!(e.starts_with("m.yaml:"), "{e}");
+
+        assert!(err("").contains("empty"));
+        assert!(err("ttl: 5\n").contains("hosts"));
+    }
+}

@@ -1,0 +1,100 @@
+//! Host names as written in the mapping file, checked and turned into wire format.
+
+use crate::dns::wire::{MAX_LABEL, MAX_NAME_WIRE};
+
+/// Converts `db-0.DB.example.com` or `db-0.db.example.com.` into the lower-cased wire form
+/// (`\x04db-0\x02db\x07example\x03com\x00`), or says why it is not a valid host name.
+///
+/// Rules (RFC 1035 §2.3.1/§2.3.4, RFC 2181 §11): labels of 1-63 octets, at most 253 characters
+/// without the trailing dot (255 octets on the wire). Characters are restricted to letters,
+/// digits, `-` and `_` (the latter appears in service names): anything else in a mapping file is a
+/// typo, not a name a database server would advertise.
+pub fn to_wire_lower(name: &str) -> Result<Vec<u8>, String> {
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_empty() {
+        return Err("empty name".into());
+    }
+    if trimmed.len() > MAX_NAME_WIRE - 2 {
+        return Err(format!(
+            "name is {} characters long; at most 253 are allowed",
+            trimmed.len()
+        ));
+    }
+    let mut wire = Vec::with_capacity(trimmed.len() + 2);
+    for label in trimmed.split('.') {
+        if label.is_empty() {
+            return Err("empty label (two dots in a row, or a leading dot)".into());
+        }
+        if label.len() > MAX_LABEL {
+            return Err(format!(
+                "label '{}…' is {} octets long; at most 63 are allowed",
+                label.chars().take(16).collect::<String>(),
+                label.len()
+            ));
+        }
+        if let Some(bad) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "character {bad:?} is not allowed in a host name (letters, digits, '-', '_')"
+            ));
+        }
+        wire.push(label.len() as u8);
+        wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    wire.push(0);
+    Ok(wire)
+}
+
+/// The presentation form of a wire-format name (for messages and `check` output).
+pub fn wire_to_text(wire: &[u8]) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    while let Some(&len) = wire.get(at) {
+        if len == 0 {
+            break;
+        }
+        let label = wire.get(at + 1..at + 1 + len as usize).unwrap_or_default();
+        out.push_str(&String::from_utf8_lossy(label));
+        out.push('.');
+        at += 1 + len as usize;
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_and_normalises() {
+        assert_eq!(
+            to_wire_lower("Db-0.Example.COM.").unwrap(),
+            b"\x04db-0\x07example\x03com\x00"
+        );
+        assert_eq!(to_wire_lower("a").unwrap(), b"\x01a\x00");
+        assert_eq!(
+            wire_to_text(b"\x04db-0\x07example\x03com\x00"),
+            "db-0.example.com."
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_names() {
+        assert!(to_wire_lower("").unwrap_err().contains("empty"));
+        assert!(to_wire_lower(".").unwrap_err().contains("empty"));
+        assert!(to_wire_lower("a..b").unwrap_err().contains("empty label"));
+        assert!(to_wire_lower(&"a".repeat(64)).unwrap_err().contains("63"));
+        let long = vec!["abcdefghi"; 26].join(".");
+        assert!(to_wire_lower(&long).unwrap_err().contains("253"));
+        assert!(
+            to_wire_lower("a b.com")
+                .unwrap_err()
+                .contains("not allowed")
+        );
+    }
+}

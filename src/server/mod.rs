@@ -1,0 +1,4 @@
+//! The listeners: UDP workers ([`udp`]) and the TCP acceptor ([`tcp`]).
+
+pub mod tcp;
+pub mod udp;
