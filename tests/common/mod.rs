@@ -1,0 +1,183 @@
+//! Shared test harness: the real daemon on 127.0.0.1:0, a real upstream, real sockets.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::{Name, RecordType};
+use splitdns::{Config, MappingSource, Running};
+
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A daemon started through the library's `start()`, with its own runtime.
+pub struct Daemon {
+    pub running: Option<Running>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub mapping_path: PathBuf,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Daemon {
+    /// Starts the daemon with `yaml` as its mapping file and the given upstreams; `tweak` may
+    /// adjust the configuration first.
+    pub fn start_with(
+        yaml: &str,
+        upstreams: Vec<SocketAddr>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Daemon {
+        let mapping_path = temp_file("mapping.yaml", yaml);
+        let mut config = Config::new(MappingSource::File(mapping_path.clone()), upstreams);
+        tweak(&mut config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let running = runtime
+            .block_on(splitdns::start(config))
+            .expect("daemon starts");
+        Daemon {
+            udp: running.udp_addrs()[0],
+            tcp: running.tcp_addrs()[0],
+            running: Some(running),
+            mapping_path,
+            runtime,
+        }
+    }
+
+    pub fn start(yaml: &str, upstreams: Vec<SocketAddr>) -> Daemon {
+        Daemon::start_with(yaml, upstreams, |_| {})
+    }
+
+    pub fn stats(&self) -> splitdns::stats::Totals {
+        self.running.as_ref().unwrap().stats()
+    }
+
+    pub fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            self.runtime.block_on(r.shutdown());
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.runtime.block_on(r.shutdown());
+        }
+        let _ = std::fs::remove_file(&self.mapping_path);
+    }
+}
+
+/// A unique file under the system temp dir.
+pub fn temp_file(name: &str, contents: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "splitdns-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+pub fn query(name: &str, qtype: RecordType) -> Message {
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    msg
+}
+
+pub fn with_edns(mut msg: Message, payload: u16, options: &[(u16, &[u8])]) -> Message {
+    let mut edns = Edns::new();
+    edns.set_max_payload(payload);
+    for (code, data) in options {
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(*code, data.to_vec()));
+    }
+    msg.set_edns(edns);
+    msg
+}
+
+/// Sends raw bytes over UDP and returns the first datagram back, or None after `wait`.
+pub fn udp_raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    sock.set_read_timeout(Some(wait)).unwrap();
+    sock.send_to(bytes, addr).unwrap();
+    let mut buf = vec![0u8; 65535];
+    match sock.recv_from(&mut buf) {
+        Ok((n, from)) => {
+            assert_eq!(from, addr, "reply from the address we asked");
+            Some(buf[..n].to_vec())
+        }
+        Err(_) => None,
+    }
+}
+
+pub fn udp(addr: SocketAddr, msg: &Message) -> Message {
+    let bytes = udp_raw(addr, &msg.to_vec().unwrap(), TIMEOUT).expect("a UDP reply");
+    let reply = Message::from_vec(&bytes).expect("a parseable reply");
+    assert_eq!(
+        reply.metadata.id, msg.metadata.id,
+        "reply carries the query's ID"
+    );
+    reply
+}
+
+/// One length-prefixed exchange on a fresh TCP connection.
+pub fn tcp_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(bytes);
+    s.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut reply).unwrap();
+    reply
+}
+
+pub fn tcp(addr: SocketAddr, msg: &Message) -> Message {
+    let reply = Message::from_vec(&tcp_raw(addr, &msg.to_vec().unwrap())).expect("parseable");
+    assert_eq!(reply.metadata.id, msg.metadata.id);
+    reply
+}
+
+/// An upstream that never answers: a UDP socket that swallows queries and a TCP listener on
+/// the same port whose connections are accepted by the kernel and then never read.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _udp: UdpSocket,
+    _tcp: std::net::TcpListener,
+}
+
+pub fn black_hole() -> BlackHole {
+    loop {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = std::net::TcpListener::bind(addr) {
+            return BlackHole {
+                addr,
+                _udp: udp,
+                _tcp: tcp,
+            };
+        }
+    }
+}
+
+/// An address where nothing listens (bound then closed): sends get ICMP port unreachable.
+pub fn closed_port() -> SocketAddr {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    s.local_addr().unwrap()
+}

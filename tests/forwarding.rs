@@ -1,0 +1,278 @@
+//! Unmapped names are relayed to a real upstream and come back exactly as the upstream sent them.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, black_hole, closed_port, query, tcp, udp, udp_raw, upstream, with_edns};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{RData, RecordType};
+
+const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
+
+/// Everything but the ID must be identical to what the upstream answers directly.
+fn assert_same(via: &Message, direct: &Message) {
+    assert_eq!(via.metadata.response_code, direct.metadata.response_code);
+    assert_eq!(via.metadata.authoritative, direct.metadata.authoritative);
+    assert_eq!(via.metadata.truncation, direct.metadata.truncation);
+    assert_eq!(
+        via.metadata.recursion_available,
+        direct.metadata.recursion_available
+    );
+    assert_eq!(via.queries, direct.queries);
+    assert_eq!(via.answers, direct.answers);
+    assert_eq!(via.authorities, direct.authorities);
+    assert_eq!(via.additionals, direct.additionals);
+    assert_eq!(via.edns, direct.edns);
+}
+
+#[test]
+fn unmapped_names_are_answered_exactly_as_the_upstream_answers() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    for (name, qtype) in [
+        ("www.example.org.", RecordType::A),
+        ("WwW.ExAmple.org.", RecordType::AAAA),
+        ("multi.example.org.", RecordType::A),
+        ("alias.example.org.", RecordType::A), // CNAME chain
+        ("www.example.org.", RecordType::MX),  // NODATA with SOA
+        ("nope.example.org.", RecordType::A),  // NXDOMAIN with SOA
+        ("elsewhere.test.", RecordType::A),    // REFUSED
+    ] {
+        let q = query(name, qtype);
+        let direct = udp(up.addr, &q);
+        let via_udp = udp(d.udp, &q);
+        let via_tcp = tcp(d.tcp, &q);
+        assert_same(&via_udp, &direct);
+        assert_same(&via_tcp, &direct);
+    }
+    let r = udp(d.udp, &query("nope.example.org.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        r.authorities[0].record_type(),
+        RecordType::SOA,
+        "NXDOMAIN keeps its SOA"
+    );
+    let r = udp(d.udp, &query("alias.example.org.", RecordType::A));
+    assert_eq!(r.answers[0].record_type(), RecordType::CNAME);
+    assert!(matches!(r.answers[1].data, RData::A(_)));
+}
+
+#[test]
+fn upstream_sees_a_fresh_id_and_the_client_gets_its_own_back() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let mut q = query("www.example.org.", RecordType::A);
+    for id in [0u16, 1, 0xBEEF, 0xFFFF] {
+        q.metadata.id = id;
+        let r = udp(d.udp, &q);
+        assert_eq!(r.metadata.id, id);
+    }
+    let seen: Vec<u16> = up.queries().iter().map(|s| s.id).collect();
+    assert_eq!(seen.len(), 4);
+    assert_ne!(
+        seen,
+        vec![0, 1, 0xBEEF, 0xFFFF],
+        "upstream IDs are our own random ones"
+    );
+}
+
+#[test]
+fn edns_options_pass_through_both_ways_and_no_opt_is_added() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let q = with_edns(
+        query("www.example.org.", RecordType::A),
+        1232,
+        &[(65001, &[1, 2, 3])],
+    );
+    let r = udp(d.udp, &q);
+    let edns = r.edns.as_ref().expect("OPT from upstream passed on");
+    assert_eq!(
+        edns.option(EdnsCode::from(65001)),
+        Some(&EdnsOption::Unknown(65001, vec![1, 2, 3])),
+        "the upstream echoes options, so they crossed the relay both ways"
+    );
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert!(r.edns.is_none(), "no OPT added to a non-EDNS reply");
+}
+
+#[test]
+fn truncated_upstream_reply_reaches_udp_client_and_tcp_gets_it_whole() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let r = udp(d.udp, &query("big.example.org.", RecordType::TXT));
+    assert!(r.metadata.truncation, "TC passed through to the UDP client");
+    let r = tcp(d.tcp, &query("big.example.org.", RecordType::TXT));
+    assert!(!r.metadata.truncation);
+    assert_eq!(r.answers.len(), upstream::BIG_TXT_COUNT);
+    assert!(
+        up.queries()
+            .iter()
+            .any(|s| s.tcp && s.name.eq_ignore_ascii_case("big.example.org.")),
+        "a TCP client's query goes upstream over TCP"
+    );
+}
+
+#[test]
+fn silent_upstream_gives_servfail_within_the_timeout() {
+    let hole = black_hole();
+    let d = Daemon::start_with(MAPPING, vec![hole.addr], |c| {
+        c.upstream_timeout = Duration::from_millis(400)
+    });
+    for via_tcp in [false, true] {
+        let t0 = Instant::now();
+        let q = query("www.example.org.", RecordType::A);
+        let r = if via_tcp {
+            tcp(d.tcp, &q)
+        } else {
+            udp(d.udp, &q)
+        };
+        let took = t0.elapsed();
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(r.queries, q.queries, "SERVFAIL echoes the question");
+        assert!(
+            took >= Duration::from_millis(350),
+            "waited for the upstream: {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(1500),
+            "but not much longer: {took:?}"
+        );
+    }
+    // The mapped names do not depend on the upstream at all.
+    let r = udp(d.udp, &query("db-0.db.example.com.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+}
+
+#[test]
+fn dead_upstream_gives_servfail_at_once() {
+    let d = Daemon::start_with(MAPPING, vec![closed_port()], |c| {
+        c.upstream_timeout = Duration::from_secs(5)
+    });
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "ICMP unreachable ends the wait: {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn fails_over_to_the_next_upstream() {
+    let up = upstream::start();
+    let hole = black_hole();
+    let d = Daemon::start_with(MAPPING, vec![hole.addr, up.addr], |c| {
+        c.upstream_timeout = Duration::from_millis(600)
+    });
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 1);
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.answers.len(), 1, "TCP fails over too");
+}
+
+/// A hostile upstream: for each query it first sends replies that must be ignored (wrong ID,
+/// wrong question, from another port, not a response), then the genuine one.
+#[test]
+fn spoofed_and_mismatched_replies_never_reach_the_client() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    let d = Daemon::start(MAPPING, vec![up_addr]);
+    let client_q = query("www.example.org.", RecordType::A);
+    let client_bytes = client_q.to_vec().unwrap();
+    let daemon_udp = d.udp;
+    let client =
+        std::thread::spawn(move || udp_raw(daemon_udp, &client_bytes, Duration::from_secs(3)));
+
+    let mut buf = [0u8; 512];
+    upstream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let (n, from) = upstream.recv_from(&mut buf).unwrap();
+    let sent = Message::from_vec(&buf[..n]).unwrap();
+    let answer = |mut m: Message, ip: [u8; 4]| {
+        m.metadata.message_type = hickory_proto::op::MessageType::Response;
+        let name = m.queries[0].name().clone();
+        m.add_answer(hickory_proto::rr::Record::from_rdata(
+            name,
+            60,
+            RData::A(hickory_proto::rr::rdata::A(ip.into())),
+        ));
+        m
+    };
+    let mut wrong_id = answer(sent.clone(), [6, 6, 6, 1]);
+    wrong_id.metadata.id = sent.metadata.id.wrapping_add(1);
+    upstream.send_to(&wrong_id.to_vec().unwrap(), from).unwrap();
+    let mut wrong_q = sent.clone();
+    wrong_q.queries[0] =
+        hickory_proto::op::Query::query("evil.example.org.".parse().unwrap(), RecordType::A);
+    upstream
+        .send_to(&answer(wrong_q, [6, 6, 6, 2]).to_vec().unwrap(), from)
+        .unwrap();
+    let other_port = UdpSocket::bind("127.0.0.1:0").unwrap();
+    other_port
+        .send_to(&answer(sent.clone(), [6, 6, 6, 3]).to_vec().unwrap(), from)
+        .unwrap();
+    upstream.send_to(&sent.to_vec().unwrap(), from).unwrap(); // QR=0: a query, not a reply
+    std::thread::sleep(Duration::from_millis(50));
+    upstream
+        .send_to(
+            &answer(sent.clone(), [192, 0, 2, 7]).to_vec().unwrap(),
+            from,
+        )
+        .unwrap();
+
+    let reply = client.join().unwrap().expect("the genuine reply arrives");
+    let reply = Message::from_vec(&reply).unwrap();
+    assert_eq!(reply.metadata.id, client_q.metadata.id);
+    assert_eq!(reply.answers.len(), 1);
+    assert_eq!(
+        reply.answers[0].data,
+        RData::A(hickory_proto::rr::rdata::A([192, 0, 2, 7].into()))
+    );
+}
+
+#[test]
+fn own_listen_address_is_refused_as_upstream() {
+    let listen: SocketAddr = "127.0.0.1:5399".parse().unwrap();
+    let mut config = splitdns::Config::new(splitdns::MappingSource::Embedded, vec![listen]);
+    config.listen = vec![listen];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt.block_on(splitdns::start(config)).err().expect("refused");
+    assert!(err.to_string().contains("loop"), "{err}");
+}
+
+#[test]
+fn tcp_connection_carries_several_queries() {
+    use std::io::{Read, Write};
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let mut s = std::net::TcpStream::connect(d.tcp).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for name in [
+        "db-0.db.example.com.",
+        "www.example.org.",
+        "db-0.db.example.com.",
+    ] {
+        let q = query(name, RecordType::A).to_vec().unwrap();
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed).unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        let m = Message::from_vec(&body).unwrap();
+        assert_eq!(m.answers.len(), 1, "{name}");
+    }
+}
