@@ -29,7 +29,8 @@ pub struct Cli {
     )]
     pub listen: Vec<SocketAddr>,
 
-    /// Mapping file (YAML) [default: config/mapping.yaml, or the built-in example if that file
+    /// Mapping file (YAML), or a directory whose *.yaml files are merged; reloaded on change
+    /// and on SIGHUP [default: config/mapping.yaml, or the built-in example if that file
     /// does not exist].
     #[arg(long, env = "SPLITDNS_MAPPING")]
     pub mapping: Option<PathBuf>,
@@ -66,6 +67,11 @@ pub struct Cli {
     /// At SIGTERM, how long in-flight forwards may take to finish.
     #[arg(long, env = "SPLITDNS_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     pub shutdown_grace: Duration,
+
+    /// Besides watching its directory, re-read and hash the mapping this often (catches changes
+    /// no filesystem event reports).
+    #[arg(long, env = "SPLITDNS_POLL_INTERVAL", default_value = "2s", value_parser = duration)]
+    pub poll_interval: Duration,
 
     /// Log filter (e.g. info, debug, splitdns=trace) [default: RUST_LOG, else info].
     #[arg(long, env = "SPLITDNS_LOG_LEVEL")]
@@ -137,6 +143,7 @@ impl Cli {
             tcp_max_connections: self.tcp_max_connections.max(1),
             tcp_idle_timeout: self.tcp_idle_timeout,
             shutdown_grace: self.shutdown_grace,
+            poll_interval: self.poll_interval.max(Duration::from_millis(50)),
         })
     }
 }

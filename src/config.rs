@@ -32,6 +32,8 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     /// How long in-flight forwards may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// How often the mapping source is re-read and hashed, besides the directory watch.
+    pub poll_interval: Duration,
 }
 
 impl Config {
@@ -48,6 +50,7 @@ impl Config {
             tcp_max_connections: 256,
             tcp_idle_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(2),
         }
     }
 }

@@ -36,6 +36,7 @@ pub use mapping::{MappingError, SharedMapping, Snapshot};
 
 use forward::tcp::TcpForwarder;
 use forward::udp::UdpRelay;
+use mapping::reload::{ReloadStats, Reloader};
 use server::tcp::{TcpContext, TcpLimits};
 use stats::{Proto, Stats, Totals};
 
@@ -83,6 +84,8 @@ pub struct Running {
     tcp_connections: Arc<Semaphore>,
     tcp_max: usize,
     grace: Duration,
+    reloader: Option<Reloader>,
+    reload_stats: Arc<ReloadStats>,
 }
 
 /// Loads the mapping, binds every socket and starts serving. Nothing is started unless all of
@@ -108,6 +111,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         warn!("no --mapping given and config/mapping.yaml not found: serving the built-in example");
     }
     let mapping: SharedMapping = Arc::new(ArcSwap::from_pointee(snapshot));
+    let reload_stats = Arc::new(ReloadStats::default());
+    mapping::reload::stamp_initial(&reload_stats);
 
     // Bind everything first: a port conflict must fail start-up before any thread runs.
     let mut bound = Vec::new();
@@ -141,6 +146,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         tcp_connections: tcp_connections.clone(),
         tcp_max: config.tcp_max_connections,
         grace: config.shutdown_grace,
+        reloader: None,
+        reload_stats: reload_stats.clone(),
     };
 
     for (udp_sockets, tcp_listener) in bound {
@@ -189,6 +196,18 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         info!("listening on tcp {tcp_addr}");
         running.udp_addrs.push(udp_addr);
         running.tcp_addrs.push(tcp_addr);
+    }
+    if let MappingSource::File(path) = &config.mapping {
+        running.reloader = Some(
+            Reloader::spawn(
+                path.clone(),
+                config.ttl,
+                config.poll_interval,
+                mapping.clone(),
+                reload_stats,
+            )
+            .map_err(Error::Thread)?,
+        );
     }
     let ups: Vec<String> = config.upstreams.iter().map(|u| u.to_string()).collect();
     info!(
@@ -269,10 +288,25 @@ impl Running {
         self.stats.totals()
     }
 
+    pub fn reload_stats(&self) -> &ReloadStats {
+        &self.reload_stats
+    }
+
+    /// Re-reads the mapping now (SIGHUP does this). Returns at once; the reload runs on the
+    /// reload thread.
+    pub fn reload_now(&self) {
+        if let Some(r) = &self.reloader {
+            r.reload_now();
+        }
+    }
+
     /// Stops taking queries, lets in-flight forwards finish (bounded by the grace period) and
     /// joins every thread. The one shutdown path, for signals and tests alike.
     pub async fn shutdown(self) {
         info!("shutting down");
+        if let Some(r) = self.reloader {
+            r.stop();
+        }
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.tcp_stop.send(true);
         for s in &self.udp_sockets {
@@ -305,27 +339,32 @@ pub fn run(config: Config) -> Result<(), Error> {
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
         let running = start(config).await?;
-        wait_for_signal().await;
+        wait_for_stop(&running).await;
         running.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() {
+/// Serves until SIGTERM or SIGINT; SIGHUP reloads the mapping.
+async fn wait_for_stop(running: &Running) {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received"),
-                _ = int.recv() => info!("SIGINT received"),
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        // Without signal handlers there is no clean way to stop; serve until killed.
+        warn!("cannot install signal handlers; serving until killed");
+        return std::future::pending::<()>().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return info!("SIGTERM received"),
+            _ = int.recv() => return info!("SIGINT received"),
+            _ = hup.recv() => {
+                info!("SIGHUP received: reloading the mapping");
+                running.reload_now();
             }
-        }
-        _ => {
-            // Without signal handlers there is no clean way to stop; serve until killed.
-            warn!("cannot install signal handlers; serving until killed");
-            std::future::pending::<()>().await
         }
     }
 }

@@ -34,7 +34,10 @@ fn init_tracing(level: Option<&str>, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // When stderr is gone (log collector died, pipe closed) tracing would report that on
+        // stderr with eprintln!, which panics: a lost log line must never stop the DNS.
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -25,13 +25,41 @@ fn fails(args: &[&str]) -> (i32, String) {
     )
 }
 
-/// Starts the binary and waits for its `listening on udp ADDR` line.
-fn start(args: &[&str]) -> (Child, std::net::SocketAddr, mpsc::Receiver<String>) {
-    let mut child = splitdns()
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// A running daemon process; killed when dropped, so a failed test leaves nothing behind.
+struct Proc {
+    child: Child,
+    addr: std::net::SocketAddr,
+    /// The log lines up to and including `splitdns started`.
+    startup: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Starts the binary and waits until it has logged `splitdns started` (every socket bound and
+/// the reloader running); the UDP address comes from its `listening on udp ADDR` line.
+fn start(args: &[&str]) -> Proc {
+    let mut cmd = splitdns();
+    cmd.args(args);
+    start_cmd(cmd)
+}
+
+fn start_cmd(mut cmd: Command) -> Proc {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -41,14 +69,22 @@ fn start(args: &[&str]) -> (Child, std::net::SocketAddr, mpsc::Receiver<String>)
             }
         }
     });
+    let mut proc = Proc {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+        startup: Vec::new(),
+    };
     loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no start-up log line");
-        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("start-up log lines");
         if let Some(addr) = line.split("listening on udp ").nth(1) {
-            return (child, addr.trim().parse().unwrap(), rx);
+            proc.addr = addr.trim().parse().unwrap();
+        }
+        let done = line.contains("splitdns started");
+        proc.startup.push(line);
+        if done {
+            return proc;
         }
     }
 }
@@ -57,7 +93,7 @@ fn start(args: &[&str]) -> (Child, std::net::SocketAddr, mpsc::Receiver<String>)
 fn binary_logs_its_real_port_answers_and_exits_0_on_sigterm() {
     let up = upstream::start();
     let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
-    let (mut child, addr, rx) = start(&[
+    let mut p = start(&[
         "--listen",
         "127.0.0.1:0",
         "--mapping",
@@ -65,23 +101,23 @@ fn binary_logs_its_real_port_answers_and_exits_0_on_sigterm() {
         "--upstream",
         &up.addr.to_string(),
     ]);
+    let addr = p.addr;
     assert_ne!(addr.port(), 0, "the real port is logged");
-    let tcp_line = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let tcp_line = format!("listening on tcp {addr}");
     assert!(
-        tcp_line.contains(&format!("listening on tcp {addr}")),
-        "{tcp_line}"
+        p.startup.iter().any(|l| l.contains(&tcp_line)),
+        "{:?}",
+        p.startup
     );
     let r = udp(addr, &query("db-0.db.example.com.", RecordType::A));
     assert_eq!(r.answers.len(), 1);
     let r = udp(addr, &query("www.example.org.", RecordType::A));
     assert_eq!(r.answers.len(), 1);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let code = child.wait().unwrap();
+    // By now nobody reads the daemon's stderr any more (the reader stopped with start-up), so
+    // its shutdown log lines hit a closed pipe: that must not turn into a panic.
+    p.signal("-TERM");
+    let code = p.child.wait().unwrap();
     assert_eq!(code.code(), Some(0), "clean exit on SIGTERM");
 }
 
@@ -148,27 +184,67 @@ fn bad_flags_are_rejected_with_a_usage_error() {
 fn env_vars_configure_the_daemon() {
     let up = upstream::start();
     let mapping = temp_file("m.yaml", "hosts:\n  env.example.com: 10.1.1.1\n");
-    let mut child = splitdns()
-        .env("SPLITDNS_LISTEN", "127.0.0.1:0")
+    let mut cmd = splitdns();
+    cmd.env("SPLITDNS_LISTEN", "127.0.0.1:0")
         .env("SPLITDNS_MAPPING", &mapping)
         .env("SPLITDNS_UPSTREAM", up.addr.to_string())
         .env("SPLITDNS_WORKERS", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut addr = None;
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Some(a) = line.split("listening on udp ").nth(1) {
-            addr = Some(a.trim().parse().unwrap());
-            break;
-        }
-    }
-    let r = udp(
-        addr.expect("started"),
-        &query("env.example.com.", RecordType::A),
-    );
+        .env("SPLITDNS_TTL", "42s");
+    let p = start_cmd(cmd);
+    let r = udp(p.addr, &query("env.example.com.", RecordType::A));
     assert_eq!(r.answers.len(), 1);
-    child.kill().unwrap();
-    let _ = child.wait();
+    assert_eq!(r.answers[0].ttl, 42, "SPLITDNS_TTL applied");
+    assert!(
+        p.startup.iter().any(|l| l.contains("workers=1")),
+        "{:?}",
+        p.startup
+    );
+}
+
+#[test]
+fn sighup_reloads_the_mapping_at_once() {
+    use std::os::unix::fs::symlink;
+    let up = upstream::start();
+    let base = common::temp_dir();
+    for (sub, ip) in [("a", "10.8.0.1"), ("b", "10.8.0.2")] {
+        std::fs::create_dir(base.join(sub)).unwrap();
+        std::fs::write(
+            base.join(sub).join("m.yaml"),
+            format!("hosts:\n  db-0.db.example.com: {ip}\n"),
+        )
+        .unwrap();
+    }
+    symlink("a", base.join("current")).unwrap();
+    let mapping = base.join("current/m.yaml");
+    let p = start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--upstream",
+        &up.addr.to_string(),
+        "--poll-interval",
+        "1h",
+    ]);
+    let addr = p.addr;
+    let ip = |addr| {
+        let r = udp(addr, &query("db-0.db.example.com.", RecordType::A));
+        r.answers[0].data.clone()
+    };
+    assert_eq!(ip(addr).ip_addr(), Some("10.8.0.1".parse().unwrap()));
+    // Swapping the parent directory's symlink fires no event in the watched directory, and the
+    // poll is an hour away: only SIGHUP can make the daemon see it.
+    symlink("b", base.join("current.tmp")).unwrap();
+    std::fs::rename(base.join("current.tmp"), base.join("current")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ip(addr).ip_addr(), Some("10.8.0.1".parse().unwrap()));
+    p.signal("-HUP");
+    let t0 = std::time::Instant::now();
+    while ip(addr).ip_addr() != Some("10.8.0.2".parse().unwrap()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "SIGHUP reload within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -58,14 +58,79 @@ impl MappingError {
     }
 }
 
-/// Reads and validates one mapping file into a snapshot.
-pub fn load(path: &Path, default_ttl: u32) -> Result<Snapshot, MappingError> {
+/// The raw text of a mapping source: one file, or every `*.yaml` / `*.yml` file of a directory
+/// (hidden files skipped, which also skips a ConfigMap volume's `..data` machinery), in name order.
+pub struct SourceText {
+    pub files: Vec<(String, String)>,
+    /// FNV-1a over every file's name and contents: equal hashes mean nothing to publish.
+    pub hash: u64,
+}
+
+/// Reads a mapping source without parsing it.
+pub fn read_source(path: &Path) -> Result<SourceText, MappingError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| MappingError::Read {
-        path: origin.clone(),
-        source,
-    })?;
-    parse(&text, &origin, default_ttl)
+    let read_err = |path: String| move |source| MappingError::Read { path, source };
+    let meta = std::fs::metadata(path).map_err(read_err(origin.clone()))?;
+    let mut files = Vec::new();
+    if meta.is_dir() {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(read_err(origin.clone()))? {
+            let entry = entry.map_err(read_err(origin.clone()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+            // `metadata` follows symlinks: ConfigMap keys are symlinks into `..data/`.
+            if yaml
+                && !name.starts_with('.')
+                && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+            {
+                names.push(entry.path());
+            }
+        }
+        names.sort();
+        if names.is_empty() {
+            return Err(MappingError::Read {
+                path: origin,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "directory holds no *.yaml file",
+                ),
+            });
+        }
+        for file in names {
+            let o = file.display().to_string();
+            let text = std::fs::read_to_string(&file).map_err(read_err(o.clone()))?;
+            files.push((o, text));
+        }
+    } else {
+        let text = std::fs::read_to_string(path).map_err(read_err(origin.clone()))?;
+        files.push((origin, text));
+    }
+    let mut bytes = Vec::new();
+    for (name, text) in &files {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.push(0);
+    }
+    Ok(SourceText {
+        hash: fnv1a(&bytes),
+        files,
+    })
+}
+
+/// Parses and validates a whole source; a name defined in two files is an error naming both.
+pub fn parse_source(source: &SourceText, default_ttl: u32) -> Result<Snapshot, MappingError> {
+    let mut builder = SnapshotBuilder::default();
+    for (origin, text) in &source.files {
+        let parsed = parse_entries(text, origin, default_ttl)?;
+        builder.add(origin, parsed)?;
+    }
+    Ok(builder.finish(source.hash))
+}
+
+/// Reads and validates a mapping file or directory into a snapshot.
+pub fn load(path: &Path, default_ttl: u32) -> Result<Snapshot, MappingError> {
+    parse_source(&read_source(path)?, default_ttl)
 }
 
 /// Parses and validates mapping text; `origin` names it in errors.
@@ -165,44 +230,49 @@ pub fn parse_entries(
 /// Merges parsed files into one snapshot, rejecting a name defined twice (in one file or two).
 #[derive(Default)]
 pub struct SnapshotBuilder {
-    names: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
-    first_seen: HashMap<Box<[u8]>, (String, Location), foldhash::fast::RandomState>,
+    /// Each entry remembers where it was defined (file index, location) for the duplicate
+    /// error; one map keeps the build to one hash insert per name.
+    names: HashMap<Box<[u8]>, (Entry, usize, Location), foldhash::fast::RandomState>,
+    origins: Vec<String>,
 }
 
 impl SnapshotBuilder {
     pub fn add(&mut self, origin: &str, entries: Vec<ParsedEntry>) -> Result<(), MappingError> {
+        let file = self.origins.len();
+        self.origins.push(origin.to_owned());
         self.names.reserve(entries.len());
         for e in entries {
-            let key: Box<[u8]> = e.wire.into();
-            match self.first_seen.entry(key.clone()) {
+            match self.names.entry(e.wire.into_boxed_slice()) {
                 MapEntry::Occupied(first) => {
-                    let (file, loc) = first.get();
-                    let where_first = if file == origin {
+                    let (_, first_file, loc) = first.get();
+                    let where_first = if *first_file == file {
                         format!("line {}", loc.line())
                     } else {
-                        format!("{file}:{}", loc.line())
+                        format!("{}:{}", self.origins[*first_file], loc.line())
                     };
                     return Err(MappingError::at(
                         origin,
                         e.location,
                         format!(
                             "duplicate name {} (names are case-insensitive; first defined at {where_first})",
-                            name::wire_to_text(&key)
+                            name::wire_to_text(first.key())
                         ),
                     ));
                 }
                 MapEntry::Vacant(v) => {
-                    v.insert((origin.to_owned(), e.location));
+                    v.insert((e.entry, file, e.location));
                 }
             }
-            self.names.insert(key, e.entry);
         }
         Ok(())
     }
 
     pub fn finish(self, content_hash: u64) -> Snapshot {
-        let mut names = self.names;
-        names.shrink_to_fit();
+        let names = self
+            .names
+            .into_iter()
+            .map(|(k, (entry, _, _))| (k, entry))
+            .collect();
         Snapshot {
             names,
             content_hash,

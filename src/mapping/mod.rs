@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod name;
+pub mod reload;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -68,12 +69,17 @@ impl Snapshot {
 
     /// Short form of the content hash for logs.
     pub fn short_hash(&self) -> String {
-        format!("{:08x}", (self.content_hash >> 32) as u32)
+        short_hash(self.content_hash)
     }
 }
 
 /// The live mapping shared by the query path (readers) and the reloader (the one writer).
 pub type SharedMapping = Arc<ArcSwap<Snapshot>>;
+
+/// The first 8 hex digits of a content hash, as shown in logs and metrics.
+pub fn short_hash(hash: u64) -> String {
+    format!("{:08x}", (hash >> 32) as u32)
+}
 
 /// FNV-1a, 64 bit: a stable content fingerprint (not a security boundary).
 pub fn fnv1a(bytes: &[u8]) -> u64 {

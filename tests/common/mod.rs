@@ -33,7 +33,15 @@ impl Daemon {
         upstreams: Vec<SocketAddr>,
         tweak: impl FnOnce(&mut Config),
     ) -> Daemon {
-        let mapping_path = temp_file("mapping.yaml", yaml);
+        Daemon::start_at(temp_file("mapping.yaml", yaml), upstreams, tweak)
+    }
+
+    /// Starts the daemon on an existing mapping file or directory.
+    pub fn start_at(
+        mapping_path: PathBuf,
+        upstreams: Vec<SocketAddr>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Daemon {
         let mut config = Config::new(MappingSource::File(mapping_path.clone()), upstreams);
         tweak(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -57,6 +65,10 @@ impl Daemon {
         Daemon::start_with(yaml, upstreams, |_| {})
     }
 
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
     pub fn stats(&self) -> splitdns::stats::Totals {
         self.running.as_ref().unwrap().stats()
     }
@@ -73,20 +85,28 @@ impl Drop for Daemon {
         if let Some(r) = self.running.take() {
             self.runtime.block_on(r.shutdown());
         }
-        let _ = std::fs::remove_file(&self.mapping_path);
+        if self.mapping_path.is_file() {
+            let _ = std::fs::remove_file(&self.mapping_path);
+        }
     }
 }
 
-/// A unique file under the system temp dir.
-pub fn temp_file(name: &str, contents: &str) -> PathBuf {
+/// A new empty directory under the system temp dir.
+pub fn temp_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "splitdns-test-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    dir
+}
+
+/// A unique file under the system temp dir.
+pub fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let path = temp_dir().join(name);
     std::fs::write(&path, contents).unwrap();
     path
 }

@@ -1,0 +1,297 @@
+//! Hot reload of the mapping: watch, poll, validate, publish.
+//!
+//! In Kubernetes the mapping is a ConfigMap volume. kubelet updates it by writing a new hidden
+//! timestamped directory and renaming the `..data` symlink over the old one; the visible
+//! `mapping.yaml` is a symlink to `..data/mapping.yaml` that itself never changes. Watching the
+//! file misses that (dnsmasq's `--hostsdir` does), so we watch the *directory* (inotify via the
+//! `notify` crate) and also poll: every interval the source is read and hashed, which catches what
+//! no event reports (the parent directory's own symlink swapped, a watch lost with a deleted
+//! directory). Both paths lead to the same [`Reloader::reload`].
+//!
+//! A reload runs on this module's own thread: read, hash, and if the content changed parse and
+//! validate into a complete [`Snapshot`], then publish it with one `ArcSwap` store. Queries never
+//! wait for it and see the whole old or the whole new mapping. A bad file changes nothing: the last
+//! good mapping stays in service, one warning names file, line and cause, a counter moves.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tracing::{debug, info, warn};
+
+use super::file::{self, MappingError};
+use super::{SharedMapping, Snapshot, short_hash};
+
+/// After the first event of a burst, wait this long for quiet before reloading (an editor or
+/// kubelet produces several events per change)...
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(100);
+/// ...but never longer than this after the first event.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(400);
+
+/// Reload counters, read by the admin endpoint and tests.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Snapshots published after start.
+    pub reloads: AtomicU64,
+    /// Reload attempts that failed (each distinct failure counted once).
+    pub failures: AtomicU64,
+    /// Unix time (seconds) of the last successful load, start-up included.
+    pub last_success_unix: AtomicU64,
+}
+
+impl ReloadStats {
+    fn stamp(&self) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.last_success_unix.store(now, Ordering::Relaxed);
+    }
+}
+
+enum Msg {
+    /// A filesystem event: debounce, then reload if the content changed.
+    Changed,
+    /// SIGHUP or an explicit request: reload now.
+    Force,
+    Stop,
+}
+
+/// Handle to the reload thread.
+pub struct Reloader {
+    tx: mpsc::Sender<Msg>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reloader {
+    /// Starts watching `path` (file or directory). `current` is the snapshot already published.
+    pub fn spawn(
+        path: PathBuf,
+        default_ttl: u32,
+        poll_interval: Duration,
+        shared: SharedMapping,
+        stats: Arc<ReloadStats>,
+    ) -> std::io::Result<Reloader> {
+        let (tx, rx) = mpsc::channel();
+        let mut state = State {
+            current_hash: shared.load().content_hash,
+            path,
+            default_ttl,
+            shared,
+            stats,
+            last_error: None,
+            watch: None,
+            events: tx.clone(),
+        };
+        // Arm the watch before returning, so that no change made after start() returns can be
+        // missed; then compare once, for a change made between the first load and the watch.
+        state.arm_watch();
+        state.reload(false);
+        let thread = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || state.run(rx, poll_interval))?;
+        Ok(Reloader {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Re-reads the source at once (what SIGHUP does).
+    pub fn reload_now(&self) {
+        let _ = self.tx.send(Msg::Force);
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct State {
+    path: PathBuf,
+    default_ttl: u32,
+    shared: SharedMapping,
+    stats: Arc<ReloadStats>,
+    current_hash: u64,
+    /// The last failure, so that a poll seeing the same broken file does not log it again.
+    last_error: Option<String>,
+    watch: Option<Watch>,
+    events: mpsc::Sender<Msg>,
+}
+
+/// A directory watch and the identity of what it watches, to notice when that changes.
+struct Watch {
+    _watcher: RecommendedWatcher,
+    dirs: Vec<(PathBuf, Option<DirId>)>,
+}
+
+/// (canonical path, device, inode) of a watched directory.
+type DirId = (PathBuf, u64, u64);
+
+fn dir_id(dir: &Path) -> Option<DirId> {
+    use std::os::unix::fs::MetadataExt;
+    let canonical = std::fs::canonicalize(dir).ok()?;
+    let m = std::fs::metadata(&canonical).ok()?;
+    Some((canonical, m.dev(), m.ino()))
+}
+
+impl State {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>, poll_interval: Duration) {
+        let mut next_poll = Instant::now() + poll_interval;
+        loop {
+            let wait = next_poll.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Changed) => {
+                    let first = Instant::now();
+                    let mut force = false;
+                    // Debounce: keep collecting events until quiet or the burst is too long.
+                    loop {
+                        let left = DEBOUNCE_MAX.saturating_sub(first.elapsed());
+                        match rx.recv_timeout(DEBOUNCE_QUIET.min(left)) {
+                            Ok(Msg::Changed) if !left.is_zero() => continue,
+                            Ok(Msg::Changed) => break,
+                            Ok(Msg::Force) => {
+                                force = true;
+                                break;
+                            }
+                            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                            Err(RecvTimeoutError::Timeout) => break,
+                        }
+                    }
+                    self.reload(force);
+                }
+                Ok(Msg::Force) => self.reload(true),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.rearm_if_moved();
+                    self.reload(false);
+                    next_poll = Instant::now() + poll_interval;
+                }
+            }
+        }
+    }
+
+    /// The directories to watch: the file's parent, or for a directory source the directory
+    /// and its parent (which sees the directory itself replaced).
+    fn watch_dirs(&self) -> Vec<PathBuf> {
+        let parent = |p: &Path| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if self.path.is_dir() {
+            vec![self.path.clone(), parent(&self.path)]
+        } else {
+            vec![parent(&self.path)]
+        }
+    }
+
+    fn arm_watch(&mut self) {
+        let tx = self.events.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            // Our own reads show up as access events: they must not trigger reloads.
+            if let Ok(e) = event
+                && !matches!(e.kind, EventKind::Access(_))
+            {
+                let _ = tx.send(Msg::Changed);
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("cannot watch the mapping (polling only): {e}");
+                self.watch = None;
+                return;
+            }
+        };
+        let mut dirs = Vec::new();
+        for dir in self.watch_dirs() {
+            if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                debug!("cannot watch {}: {e}; the poll covers it", dir.display());
+            }
+            let id = dir_id(&dir);
+            dirs.push((dir, id));
+        }
+        self.watch = Some(Watch {
+            _watcher: watcher,
+            dirs,
+        });
+    }
+
+    /// A watched directory replaced (symlink swapped, deleted and recreated) leaves the watch on
+    /// the old inode: watch the new one.
+    fn rearm_if_moved(&mut self) {
+        let moved = match &self.watch {
+            None => true,
+            Some(w) => {
+                w.dirs.iter().any(|(dir, id)| dir_id(dir) != *id)
+                    || w.dirs.iter().map(|(d, _)| d).ne(self.watch_dirs().iter())
+            }
+        };
+        if moved {
+            debug!("mapping directory changed identity; re-arming the watch");
+            self.arm_watch();
+        }
+    }
+
+    fn reload(&mut self, force: bool) {
+        let t0 = Instant::now();
+        let source = match file::read_source(&self.path) {
+            Ok(s) => s,
+            Err(e) => return self.failed(e),
+        };
+        if source.hash == self.current_hash {
+            if self.last_error.take().is_some() {
+                info!(hash = %short_hash(source.hash), "mapping source is valid again (unchanged from the mapping in service)");
+            } else if force {
+                info!(hash = %short_hash(source.hash), "mapping unchanged; nothing to reload");
+            }
+            return;
+        }
+        match file::parse_source(&source, self.default_ttl) {
+            Ok(snapshot) => self.publish(snapshot, t0),
+            Err(e) => self.failed(e),
+        }
+    }
+
+    fn publish(&mut self, snapshot: Snapshot, t0: Instant) {
+        let (names, v4, v6) = snapshot.summary();
+        let hash = snapshot.content_hash;
+        self.shared.store(Arc::new(snapshot));
+        self.current_hash = hash;
+        self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+        self.stats.stamp();
+        let recovered = self.last_error.take().is_some();
+        info!(
+            names,
+            v4,
+            v6,
+            hash = %short_hash(hash),
+            elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
+            recovered,
+            "mapping reloaded"
+        );
+    }
+
+    fn failed(&mut self, e: MappingError) {
+        let message = e.to_string();
+        if self.last_error.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            "mapping reload failed, keeping the last good mapping ({} names): {message}",
+            self.shared.load().len()
+        );
+        self.last_error = Some(message);
+    }
+}
+
+/// Marks the time of the start-up load.
+pub fn stamp_initial(stats: &ReloadStats) {
+    stats.stamp();
+}
