@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, ConfigError, MappingSource};
 
@@ -17,9 +17,30 @@ pub const DEFAULT_MAPPING: &str = "config/mapping.yaml";
 #[command(
     name = "splitdns",
     version,
-    about = "Split-horizon DNS sidecar: answers mapped FQDNs with pod IPs, forwards everything else unchanged"
+    about = "Split-horizon DNS sidecar: answers mapped FQDNs with pod IPs, forwards everything else unchanged",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: Serve,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a mapping file or directory and print a summary (exit 0) or the errors with
+    /// line numbers (exit 1). Use it in CI and before writing the ConfigMap.
+    Check {
+        /// Mapping file or directory.
+        path: PathBuf,
+    },
+}
+
+/// Serving flags (the default command).
+#[derive(Debug, Args)]
+pub struct Serve {
     /// Address to serve DNS on, UDP and TCP (repeatable or comma-separated).
     #[arg(
         long,
@@ -73,6 +94,22 @@ pub struct Cli {
     #[arg(long, env = "SPLITDNS_POLL_INTERVAL", default_value = "2s", value_parser = duration)]
     pub poll_interval: Duration,
 
+    /// Admin HTTP address for /live, /ready and /metrics ("off" disables it).
+    #[arg(long, env = "SPLITDNS_ADMIN", default_value = "127.0.0.1:9253", value_parser = admin)]
+    pub admin: Admin,
+
+    /// How often upstreams are probed; /ready needs an answer within about this long.
+    #[arg(long, env = "SPLITDNS_PROBE_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub probe_interval: Duration,
+
+    /// Skip an upstream after this many consecutive failures, until a probe succeeds.
+    #[arg(long, env = "SPLITDNS_UNHEALTHY_AFTER", default_value_t = 3)]
+    pub unhealthy_after: u32,
+
+    /// Log one line per query (off by default: the hot path logs nothing).
+    #[arg(long, env = "SPLITDNS_QUERY_LOG")]
+    pub query_log: bool,
+
     /// Log filter (e.g. info, debug, splitdns=trace) [default: RUST_LOG, else info].
     #[arg(long, env = "SPLITDNS_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -80,6 +117,20 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "SPLITDNS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `--admin`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admin(pub Option<SocketAddr>);
+
+fn admin(s: &str) -> Result<Admin, String> {
+    match s {
+        "off" | "none" | "" => Ok(Admin(None)),
+        _ => s
+            .parse()
+            .map(|a| Admin(Some(a)))
+            .map_err(|e| format!("{e}: expected IP:PORT or \"off\"")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,7 +158,7 @@ fn ttl(s: &str) -> Result<u32, String> {
         .ok_or_else(|| "TTL too large (RFC 2181 §8: at most 2^31-1 seconds)".to_owned())
 }
 
-impl Cli {
+impl Serve {
     /// Resolves defaults that depend on the machine (resolv.conf, cores, files present) and
     /// checks the result.
     pub fn into_config(self) -> Result<Config, ConfigError> {
@@ -144,6 +195,10 @@ impl Cli {
             tcp_idle_timeout: self.tcp_idle_timeout,
             shutdown_grace: self.shutdown_grace,
             poll_interval: self.poll_interval.max(Duration::from_millis(50)),
+            admin: self.admin.0,
+            probe_interval: self.probe_interval.max(Duration::from_millis(100)),
+            unhealthy_after: self.unhealthy_after.max(1),
+            query_log: self.query_log,
         })
     }
 }

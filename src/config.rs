@@ -34,6 +34,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How often the mapping source is re-read and hashed, besides the directory watch.
     pub poll_interval: Duration,
+    /// The admin HTTP endpoint (`/live`, `/ready`, `/metrics`); `None` turns it off.
+    pub admin: Option<SocketAddr>,
+    /// How often healthy upstreams are probed (readiness needs an answer within about this).
+    pub probe_interval: Duration,
+    /// Consecutive failures after which an upstream is skipped until a probe succeeds.
+    pub unhealthy_after: u32,
+    /// One log line per query.
+    pub query_log: bool,
 }
 
 impl Config {
@@ -51,6 +59,10 @@ impl Config {
             tcp_idle_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             poll_interval: Duration::from_secs(2),
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            probe_interval: Duration::from_secs(5),
+            unhealthy_after: 3,
+            query_log: false,
         }
     }
 }
@@ -71,6 +83,8 @@ pub enum ConfigError {
     },
     #[error("--listen needs at least one address")]
     NoListen,
+    #[error("at most {max} upstreams are supported, {given} given")]
+    TooManyUpstreams { max: usize, given: usize },
 }
 
 /// Parses `10.96.0.10`, `10.96.0.10:53`, `fd00::a` or `[fd00::a]:53`; port 53 by default.
@@ -105,6 +119,16 @@ pub fn system_upstreams() -> Result<Vec<SocketAddr>, ConfigError> {
 /// says 127.0.0.1 while it listens on 127.0.0.1:53 would forward to itself forever; CoreDNS's
 /// `loop` plugin exists for this).
 pub fn check_loops(listen: &[SocketAddr], upstreams: &[SocketAddr]) -> Result<(), ConfigError> {
+    if upstreams.is_empty() {
+        return Err(ConfigError::NoUpstream("none given".into()));
+    }
+    let max = crate::forward::health::MAX_UPSTREAMS;
+    if upstreams.len() > max {
+        return Err(ConfigError::TooManyUpstreams {
+            max,
+            given: upstreams.len(),
+        });
+    }
     for up in upstreams {
         for l in listen {
             if up.port() != l.port() {

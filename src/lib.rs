@@ -13,6 +13,7 @@
 //! [`start`] wires the pieces and returns a handle that tests drive; [`run`] is the daemon.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dns;
@@ -34,10 +35,14 @@ use tracing::{info, warn};
 pub use config::{Config, ConfigError, MappingSource};
 pub use mapping::{MappingError, SharedMapping, Snapshot};
 
+use admin::AdminState;
+use forward::health::UpstreamHealth;
+use forward::probe::LoopGuard;
 use forward::tcp::TcpForwarder;
 use forward::udp::UdpRelay;
 use mapping::reload::{ReloadStats, Reloader};
 use server::tcp::{TcpContext, TcpLimits};
+use server::udp::UdpWorker;
 use stats::{Proto, Stats, Totals};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,25 +76,37 @@ pub fn load_mapping(source: &MappingSource, default_ttl: u32) -> Result<Snapshot
     }
 }
 
+/// Validates a mapping file or directory and summarises it (for `splitdns check`).
+pub fn check_mapping(path: &std::path::Path) -> Result<String, MappingError> {
+    let snapshot = mapping::file::load(path, 5)?;
+    let (names, v4, v6) = snapshot.summary();
+    Ok(format!(
+        "{}: OK: {names} names, {v4} IPv4 and {v6} IPv6 addresses, content hash {}",
+        path.display(),
+        snapshot.short_hash()
+    ))
+}
+
 /// A started server. Dropping it without [`Running::shutdown`] leaves its threads running.
 pub struct Running {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
-    mapping: SharedMapping,
-    stats: Arc<Stats>,
-    stopping: Arc<AtomicBool>,
+    admin_addr: Option<SocketAddr>,
+    admin: Arc<AdminState>,
     udp_sockets: Vec<Arc<UdpSocket>>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    tcp_stop: watch::Sender<bool>,
+    /// Stops the TCP listener and the prober at the start of shutdown.
+    stop: watch::Sender<bool>,
+    /// Stops the admin endpoint at the very end (it reports 503 meanwhile).
+    admin_stop: watch::Sender<bool>,
     tcp_connections: Arc<Semaphore>,
     tcp_max: usize,
     grace: Duration,
     reloader: Option<Reloader>,
-    reload_stats: Arc<ReloadStats>,
 }
 
 /// Loads the mapping, binds every socket and starts serving. Nothing is started unless all of
-/// it succeeds. Must be called within a tokio runtime (the TCP side runs on it).
+/// it succeeds. Must be called within a tokio runtime (TCP, admin and probes run on it).
 pub async fn start(config: Config) -> Result<Running, Error> {
     if config.listen.is_empty() {
         return Err(ConfigError::NoListen.into());
@@ -119,37 +136,51 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     for addr in &config.listen {
         bound.push(bind_pair(*addr, config.workers)?);
     }
+    let admin_listener = match config.admin {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|source| Error::Bind {
+                    proto: "tcp (admin)",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    for addr in &config.listen {
+        if !addr.ip().is_loopback() {
+            // An open resolver on a pod network can be abused for amplification.
+            warn!(%addr, "listening on a non-loopback address: make sure only the pod can reach it");
+        }
+    }
 
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new(config.upstreams.len()));
+    let health = Arc::new(UpstreamHealth::new(
+        &config.upstreams,
+        config.unhealthy_after,
+    ));
+    let loop_guard = Arc::new(LoopGuard::new());
     let stopping = Arc::new(AtomicBool::new(false));
-    let (tcp_stop, tcp_stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
     let tcp_connections = Arc::new(Semaphore::new(config.tcp_max_connections));
     let tcp_ctx = Arc::new(TcpContext {
         mapping: mapping.clone(),
-        forwarder: TcpForwarder::new(&config.upstreams, config.upstream_timeout),
+        forwarder: TcpForwarder::new(health.clone(), config.upstream_timeout),
         stats: stats.block(Proto::Tcp),
         limits: TcpLimits {
             max_connections: config.tcp_max_connections,
             idle_timeout: config.tcp_idle_timeout,
         },
+        query_log: config.query_log,
     });
 
-    let mut running = Running {
-        udp_addrs: Vec::new(),
-        tcp_addrs: Vec::new(),
-        mapping: mapping.clone(),
-        stats: stats.clone(),
-        stopping: stopping.clone(),
-        udp_sockets: Vec::new(),
-        threads: Vec::new(),
-        tcp_stop,
-        tcp_connections: tcp_connections.clone(),
-        tcp_max: config.tcp_max_connections,
-        grace: config.shutdown_grace,
-        reloader: None,
-        reload_stats: reload_stats.clone(),
-    };
-
+    let mut threads = Vec::new();
+    let mut relays = Vec::new();
+    let mut udp_all = Vec::new();
+    let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
     for (udp_sockets, tcp_listener) in bound {
         let udp_addr = udp_sockets[0].local_addr().map_err(Error::Thread)?;
         for (i, socket) in udp_sockets.into_iter().enumerate() {
@@ -157,7 +188,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             let block = stats.block(Proto::Udp);
             let relay = Arc::new(
                 UdpRelay::new(
-                    &config.upstreams,
+                    health.clone(),
                     config.upstream_timeout,
                     config.max_inflight,
                     socket.clone(),
@@ -169,15 +200,22 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             for u in 0..relay.upstream_count() {
                 let relay = relay.clone();
                 let grace = config.shutdown_grace;
-                running.threads.push(spawn(format!("up-{i}-{u}"), move || {
+                threads.push(spawn(format!("up-{i}-{u}"), move || {
                     relay.reply_loop(u, grace)
                 })?);
             }
-            let (s, m, st, stop) = (socket.clone(), mapping.clone(), block, stopping.clone());
-            running.threads.push(spawn(format!("udp-{i}"), move || {
-                server::udp::serve(s, m, relay, st, stop)
-            })?);
-            running.udp_sockets.push(socket);
+            let worker = UdpWorker {
+                socket: socket.clone(),
+                mapping: mapping.clone(),
+                relay: relay.clone(),
+                stats: block,
+                stopping: stopping.clone(),
+                loop_guard: loop_guard.clone(),
+                query_log: config.query_log,
+            };
+            threads.push(spawn(format!("udp-{i}"), move || worker.serve())?);
+            relays.push(relay);
+            udp_all.push(socket);
         }
         info!("listening on udp {udp_addr}");
         let tcp_addr = tcp_listener.local_addr().map_err(Error::Thread)?;
@@ -191,24 +229,63 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             listener,
             tcp_ctx.clone(),
             tcp_connections.clone(),
-            tcp_stop_rx.clone(),
+            stop_rx.clone(),
         ));
         info!("listening on tcp {tcp_addr}");
-        running.udp_addrs.push(udp_addr);
-        running.tcp_addrs.push(tcp_addr);
+        udp_addrs.push(udp_addr);
+        tcp_addrs.push(tcp_addr);
     }
-    if let MappingSource::File(path) = &config.mapping {
-        running.reloader = Some(
+
+    let admin = Arc::new(AdminState {
+        stats,
+        reload: reload_stats.clone(),
+        mapping: mapping.clone(),
+        relays,
+        health: health.clone(),
+        loop_guard: loop_guard.clone(),
+        stopping,
+        ready_window: config.probe_interval + config.upstream_timeout,
+    });
+    let admin_addr = match admin_listener {
+        Some(l) => {
+            let addr = l.local_addr().map_err(Error::Thread)?;
+            tokio::spawn(admin::serve(l, admin.clone(), admin_stop_rx));
+            info!("admin listening on http://{addr} (/live /ready /metrics)");
+            Some(addr)
+        }
+        None => None,
+    };
+
+    // The loop check runs once, the prober for good; both in the background so that start-up
+    // does not wait on the upstream (readiness does).
+    {
+        let (guard, ups, timeout) = (
+            loop_guard,
+            config.upstreams.clone(),
+            config.upstream_timeout,
+        );
+        tokio::spawn(async move { guard.check(&ups, timeout).await });
+    }
+    tokio::spawn(forward::probe::run(
+        health,
+        config.probe_interval,
+        config.upstream_timeout,
+        stop_rx,
+    ));
+
+    let reloader = match &config.mapping {
+        MappingSource::File(path) => Some(
             Reloader::spawn(
                 path.clone(),
                 config.ttl,
                 config.poll_interval,
-                mapping.clone(),
+                mapping,
                 reload_stats,
             )
             .map_err(Error::Thread)?,
-        );
-    }
+        ),
+        MappingSource::Embedded => None,
+    };
     let ups: Vec<String> = config.upstreams.iter().map(|u| u.to_string()).collect();
     info!(
         workers = config.workers,
@@ -216,7 +293,20 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         timeout_ms = config.upstream_timeout.as_millis() as u64,
         "splitdns started"
     );
-    Ok(running)
+    Ok(Running {
+        udp_addrs,
+        tcp_addrs,
+        admin_addr,
+        admin,
+        udp_sockets: udp_all,
+        threads,
+        stop,
+        admin_stop,
+        tcp_connections,
+        tcp_max: config.tcp_max_connections,
+        grace: config.shutdown_grace,
+        reloader,
+    })
 }
 
 fn describe_source(source: &MappingSource) -> String {
@@ -279,17 +369,27 @@ impl Running {
         &self.tcp_addrs
     }
 
+    /// The admin endpoint's address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// The live mapping (the reloader stores new snapshots here).
     pub fn mapping(&self) -> &SharedMapping {
-        &self.mapping
+        &self.admin.mapping
     }
 
     pub fn stats(&self) -> Totals {
-        self.stats.totals()
+        self.admin.stats.totals()
     }
 
     pub fn reload_stats(&self) -> &ReloadStats {
-        &self.reload_stats
+        &self.admin.reload
+    }
+
+    /// What `/ready` says.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.admin.readiness()
     }
 
     /// Re-reads the mapping now (SIGHUP does this). Returns at once; the reload runs on the
@@ -300,15 +400,16 @@ impl Running {
         }
     }
 
-    /// Stops taking queries, lets in-flight forwards finish (bounded by the grace period) and
-    /// joins every thread. The one shutdown path, for signals and tests alike.
+    /// The one shutdown path, for signals and tests alike: readiness turns 503 at once, the
+    /// sockets stop taking queries, in-flight forwards (UDP and TCP) get up to the grace period
+    /// to finish, every thread is joined, then the admin endpoint closes.
     pub async fn shutdown(self) {
         info!("shutting down");
+        self.admin.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
         if let Some(r) = self.reloader {
             r.stop();
         }
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.tcp_stop.send(true);
         for s in &self.udp_sockets {
             server::udp::wake(s);
         }
@@ -327,6 +428,7 @@ impl Running {
         if drained.is_err() {
             warn!("TCP connections still open after the shutdown grace period");
         }
+        let _ = self.admin_stop.send(true);
         info!("stopped");
     }
 }

@@ -2,17 +2,31 @@
 //! exit code. Everything else lives in the library.
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use splitdns::cli::{Cli, LogFormat};
+use splitdns::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_level.as_deref(), cli.log_format);
-    let result = cli
+    if let Some(Command::Check { path }) = cli.command {
+        return match splitdns::check_mapping(&path) {
+            // A closed stdout/stderr must not panic a CLI run either: write, ignore errors.
+            Ok(summary) => {
+                let _ = writeln!(std::io::stdout(), "{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let serve = cli.serve;
+    init_tracing(serve.log_level.as_deref(), serve.log_format);
+    let result = serve
         .into_config()
         .map_err(anyhow::Error::from)
         .and_then(|config| splitdns::run(config).map_err(anyhow::Error::from));

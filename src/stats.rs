@@ -1,34 +1,114 @@
-//! Query counters: one block per worker (and one for TCP), summed only when read.
+//! Query counters and latency histograms: one block per worker (and one for TCP), summed only
+//! when read (a `/metrics` scrape, a test).
 //!
-//! Each block is written by its own worker's threads only, with relaxed atomic adds on a cache
-//! line of its own, so counting costs a few nanoseconds and no worker ever contends with another.
+//! Each block is written by its own worker's threads only, with relaxed atomic adds on cache
+//! lines of its own, so counting costs a few nanoseconds and no worker ever contends with
+//! another.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::dns::answer::Outcome;
 
-/// Counters of one worker.
+/// Upper bounds of the latency buckets, in seconds (Prometheus `le`).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.5, 2.5,
+];
+
+/// A fixed-bucket latency histogram made of atomics.
 #[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    fn add_into(&self, t: &mut HistogramTotals) {
+        for (dst, b) in t.buckets.iter_mut().zip(&self.buckets) {
+            *dst += b.load(Ordering::Relaxed);
+        }
+        t.sum_ns += self.sum_ns.load(Ordering::Relaxed);
+    }
+}
+
+/// A summed reading of histograms: per-bucket counts (not cumulative) and the sum.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistogramTotals {
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    pub sum_ns: u64,
+}
+
+impl HistogramTotals {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// Per-upstream counters of one worker.
+#[derive(Default)]
+pub struct UpstreamCounters {
+    pub requests: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Counters of one worker.
 #[repr(align(128))]
 pub struct WorkerStats {
     outcomes: [AtomicU64; Outcome::COUNT],
-    upstream_timeouts: AtomicU64,
-    upstream_errors: AtomicU64,
+    upstreams: Box<[UpstreamCounters]>,
+    pub local_latency: Histogram,
+    pub forward_latency: Histogram,
 }
 
 impl WorkerStats {
+    fn new(upstreams: usize) -> WorkerStats {
+        WorkerStats {
+            outcomes: Default::default(),
+            upstreams: (0..upstreams)
+                .map(|_| UpstreamCounters::default())
+                .collect(),
+            local_latency: Histogram::default(),
+            forward_latency: Histogram::default(),
+        }
+    }
+
     #[inline]
     pub fn count(&self, outcome: Outcome) {
         self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn upstream_timeout(&self) {
-        self.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
+    #[inline]
+    pub fn upstream_request(&self, u: usize) {
+        if let Some(c) = self.upstreams.get(u) {
+            c.requests.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    pub fn upstream_error(&self) {
-        self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    pub fn upstream_timeout(&self, u: usize) {
+        if let Some(c) = self.upstreams.get(u) {
+            c.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn upstream_error(&self, u: usize) {
+        if let Some(c) = self.upstreams.get(u) {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -40,9 +120,17 @@ pub enum Proto {
 }
 
 /// All counter blocks of a server.
-#[derive(Default)]
 pub struct Stats {
+    upstreams: usize,
     blocks: std::sync::Mutex<Vec<(Proto, Arc<WorkerStats>)>>,
+}
+
+/// Per-upstream totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamTotals {
+    pub requests: u64,
+    pub timeouts: u64,
+    pub errors: u64,
 }
 
 /// A summed reading of the counters.
@@ -50,8 +138,9 @@ pub struct Stats {
 pub struct Totals {
     pub udp: [u64; Outcome::COUNT],
     pub tcp: [u64; Outcome::COUNT],
-    pub upstream_timeouts: u64,
-    pub upstream_errors: u64,
+    pub upstreams: Vec<UpstreamTotals>,
+    pub local_latency: HistogramTotals,
+    pub forward_latency: HistogramTotals,
 }
 
 impl Totals {
@@ -59,12 +148,27 @@ impl Totals {
     pub fn get(&self, outcome: Outcome) -> u64 {
         self.udp[outcome as usize] + self.tcp[outcome as usize]
     }
+
+    pub fn upstream_timeouts(&self) -> u64 {
+        self.upstreams.iter().map(|u| u.timeouts).sum()
+    }
+
+    pub fn upstream_errors(&self) -> u64 {
+        self.upstreams.iter().map(|u| u.errors).sum()
+    }
 }
 
 impl Stats {
+    pub fn new(upstreams: usize) -> Stats {
+        Stats {
+            upstreams,
+            blocks: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
     /// A new counter block; called at start-up only, never per query.
     pub fn block(&self, proto: Proto) -> Arc<WorkerStats> {
-        let b = Arc::new(WorkerStats::default());
+        let b = Arc::new(WorkerStats::new(self.upstreams));
         self.blocks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -73,7 +177,10 @@ impl Stats {
     }
 
     pub fn totals(&self) -> Totals {
-        let mut t = Totals::default();
+        let mut t = Totals {
+            upstreams: vec![UpstreamTotals::default(); self.upstreams],
+            ..Totals::default()
+        };
         for (proto, b) in self.blocks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let dst = match proto {
                 Proto::Udp => &mut t.udp,
@@ -82,8 +189,13 @@ impl Stats {
             for (d, s) in dst.iter_mut().zip(&b.outcomes) {
                 *d += s.load(Ordering::Relaxed);
             }
-            t.upstream_timeouts += b.upstream_timeouts.load(Ordering::Relaxed);
-            t.upstream_errors += b.upstream_errors.load(Ordering::Relaxed);
+            for (d, s) in t.upstreams.iter_mut().zip(b.upstreams.iter()) {
+                d.requests += s.requests.load(Ordering::Relaxed);
+                d.timeouts += s.timeouts.load(Ordering::Relaxed);
+                d.errors += s.errors.load(Ordering::Relaxed);
+            }
+            b.local_latency.add_into(&mut t.local_latency);
+            b.forward_latency.add_into(&mut t.forward_latency);
         }
         t
     }

@@ -12,7 +12,10 @@ use hickory_proto::rr::RecordType;
 
 fn splitdns() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_splitdns"));
-    c.env_remove("RUST_LOG").stdin(Stdio::null());
+    // Tests run in parallel: the admin endpoint must not fight over its default port.
+    c.env_remove("RUST_LOG")
+        .env("SPLITDNS_ADMIN", "127.0.0.1:0")
+        .stdin(Stdio::null());
     c
 }
 
@@ -247,4 +250,118 @@ fn sighup_reloads_the_mapping_at_once() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn check_validates_a_mapping_with_exit_codes_and_line_numbers() {
+    let out = splitdns()
+        .args(["check", "config/mapping.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("OK: 3 names, 3 IPv4 and 1 IPv6"),
+        "{stdout}"
+    );
+
+    let bad = temp_file(
+        "bad.yaml",
+        "hosts:\n  ok.example.com: 10.0.0.1\n  bad..example.com: 10.0.0.2\n",
+    );
+    let out = splitdns()
+        .args(["check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3:3: invalid name", bad.display())),
+        "{stderr}"
+    );
+
+    let out = splitdns()
+        .args(["check", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// SIGTERM while a forwarded query waits on a slow upstream: the reply still reaches the
+/// client, then the process exits 0.
+#[test]
+fn sigterm_drains_an_in_flight_forward_then_exits_0() {
+    let slow = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    // Answers client queries after 600 ms (probes at once, so the daemon is ready).
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        while let Ok((n, from)) = slow.recv_from(&mut buf) {
+            let mut reply = buf[..n].to_vec();
+            reply[2] |= 0x80; // QR: a (NODATA) response with the question echoed
+            if n > 17 {
+                std::thread::sleep(Duration::from_millis(600));
+            }
+            let _ = slow.send_to(&reply, from);
+        }
+    });
+    let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
+    let mut p = start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--upstream",
+        &slow_addr.to_string(),
+        "--upstream-timeout",
+        "3s",
+    ]);
+    let addr = p.addr;
+    let client = std::thread::spawn(move || {
+        let q = query("slow.example.org.", RecordType::A).to_vec().unwrap();
+        common::udp_raw(addr, &q, Duration::from_secs(3))
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    p.signal("-TERM");
+    let reply = client
+        .join()
+        .unwrap()
+        .expect("the in-flight forward is answered");
+    assert_eq!(reply[3] & 0x0f, 0, "the upstream's NOERROR, not a SERVFAIL");
+    assert_eq!(p.child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn query_log_prints_one_line_per_query_when_enabled() {
+    let up = upstream::start();
+    let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
+    let mut cmd = splitdns();
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--mapping",
+        mapping.to_str().unwrap(),
+    ])
+    .args(["--upstream", &up.addr.to_string(), "--query-log"]);
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("start-up lines");
+        if let Some(a) = line.split("listening on udp ").nth(1) {
+            break a.trim().parse().unwrap();
+        }
+    };
+    udp(addr, &query("Db-0.db.example.com.", RecordType::A));
+    let logged = lines.find(|l| l.contains("query") && l.contains("Db-0.db.example.com."));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = logged.expect("a query log line");
+    assert!(
+        line.contains("outcome=\"local_answer\"") || line.contains("outcome=local_answer"),
+        "{line}"
+    );
 }

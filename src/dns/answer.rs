@@ -309,7 +309,7 @@ impl<'a> Writer<'a> {
             }
             if count == 0 {
                 // NODATA (RFC 2308 §2.2): SOA in authority so the negative answer is cacheable.
-                self.soa(entry.ttl, snapshot.content_hash as u32)?;
+                self.soa(entry.ttl, snapshot.content_hash as u32, question.name_len)?;
                 self.set_u16(8, 1);
             } else {
                 self.set_u16(6, count);
@@ -362,15 +362,25 @@ impl<'a> Writer<'a> {
     /// A synthesized SOA owned by the asked name: MNAME is the name itself, RNAME
     /// `hostmaster.<name>`, SERIAL follows the mapping's content hash (changes on reload), and
     /// MINIMUM equals the TTL so the negative-cache time is the mapping's TTL (RFC 2308 §5).
-    fn soa(&mut self, ttl: u32, serial: u32) -> Result<(), ()> {
-        let mut rdata = [0u8; 2 + 11 + 2 + 20];
+    /// `hostmaster.` + a name near 255 octets would exceed the limit (RFC 1035 §2.3.4): such
+    /// names get `hostmaster.invalid.` (found by the fuzzer).
+    fn soa(&mut self, ttl: u32, serial: u32, name_len: usize) -> Result<(), ()> {
+        const HOSTMASTER: &[u8] = b"\x0ahostmaster";
+        let mut rdata = [0u8; 2 + 11 + 9 + 20];
         rdata[..2].copy_from_slice(&QNAME_PTR);
-        rdata[2..13].copy_from_slice(b"\x0ahostmaster");
-        rdata[13..15].copy_from_slice(&QNAME_PTR);
+        rdata[2..13].copy_from_slice(HOSTMASTER);
+        let rname_end = if name_len + HOSTMASTER.len() <= MAX_NAME_WIRE {
+            rdata[13..15].copy_from_slice(&QNAME_PTR);
+            15
+        } else {
+            rdata[13..22].copy_from_slice(b"\x07invalid\x00");
+            22
+        };
         let fields = [serial, 3600, 600, 86400, ttl];
         for (i, f) in fields.iter().enumerate() {
-            rdata[15 + 4 * i..19 + 4 * i].copy_from_slice(&f.to_be_bytes());
+            let at = rname_end + 4 * i;
+            rdata[at..at + 4].copy_from_slice(&f.to_be_bytes());
         }
-        self.record(rtype::SOA, ttl, &rdata)
+        self.record(rtype::SOA, ttl, &rdata[..rname_end + 20])
     }
 }

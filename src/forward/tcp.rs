@@ -5,24 +5,26 @@
 //! rare path (truncated answers, zone-sized replies), the volume is on UDP.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::dns::wire::{self, flag};
+use crate::forward::health::UpstreamHealth;
 use crate::stats::WorkerStats;
 
 pub struct TcpForwarder {
-    upstreams: Vec<SocketAddr>,
+    health: Arc<UpstreamHealth>,
     attempt_timeout: Duration,
 }
 
 impl TcpForwarder {
-    pub fn new(upstreams: &[SocketAddr], timeout: Duration) -> TcpForwarder {
+    pub fn new(health: Arc<UpstreamHealth>, timeout: Duration) -> TcpForwarder {
         TcpForwarder {
-            upstreams: upstreams.to_vec(),
-            attempt_timeout: timeout / upstreams.len().max(1) as u32,
+            attempt_timeout: timeout / health.len().max(1) as u32,
+            health,
         }
     }
 
@@ -37,22 +39,25 @@ impl TcpForwarder {
     ) -> Result<(), ()> {
         let client_id = [query[0], query[1]];
         let mut sent = query.to_vec();
-        for upstream in &self.upstreams {
+        let mut tried = 0u32;
+        let started = Instant::now();
+        while let Some(u) = self.health.next(tried) {
+            tried |= 1 << u;
             let id: u16 = rand::random();
             sent[..2].copy_from_slice(&id.to_be_bytes());
-            match tokio::time::timeout(
-                self.attempt_timeout,
-                exchange(*upstream, &sent, question_end, reply),
-            )
-            .await
-            {
+            stats.upstream_request(u);
+            let attempt = exchange(self.health.addr(u), &sent, question_end, reply);
+            match tokio::time::timeout(self.attempt_timeout, attempt).await {
                 Ok(Ok(())) => {
+                    self.health.success(u);
                     reply[..2].copy_from_slice(&client_id);
+                    stats.forward_latency.observe(started.elapsed());
                     return Ok(());
                 }
-                Ok(Err(_)) => stats.upstream_error(),
-                Err(_) => stats.upstream_timeout(),
+                Ok(Err(_)) => stats.upstream_error(u),
+                Err(_) => stats.upstream_timeout(u),
             }
+            self.health.failure(u);
         }
         Err(())
     }

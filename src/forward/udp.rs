@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::dns::answer::{self, Outcome};
 use crate::dns::wire::{self, flag, rcode};
+use crate::forward::health::UpstreamHealth;
 use crate::stats::WorkerStats;
 
 /// How often a reply thread wakes to expire queries when no reply arrives. Bounds how late a
@@ -35,7 +36,7 @@ fn tick(attempt_timeout: Duration) -> Duration {
 pub enum ForwardError {
     /// Every slot is in flight (`--max-inflight`): shed load rather than queue without bound.
     Full,
-    /// Every upstream refused the send.
+    /// No upstream is healthy, or every one refused the send.
     Unreachable,
 }
 
@@ -45,9 +46,10 @@ struct Slot {
     upstream_id: u16,
     client_id: u16,
     client: SocketAddr,
-    /// Index of the upstream tried last, and how many have been tried.
+    /// The upstream tried last, and all tried so far (bit i = upstream i).
     upstream: usize,
-    tries: usize,
+    tried: u32,
+    sent: Instant,
     deadline: Instant,
     question_end: usize,
     /// The client's query, kept to re-send on fail-over and to build a SERVFAIL. Its buffer is
@@ -108,8 +110,8 @@ impl Table {
 /// One worker's relay: shared by its query thread (which calls [`UdpRelay::forward`]) and one
 /// reply thread per upstream.
 pub struct UdpRelay {
-    upstreams: Vec<SocketAddr>,
     sockets: Vec<UdpSocket>,
+    health: Arc<UpstreamHealth>,
     table: Mutex<Table>,
     client: Arc<UdpSocket>,
     attempt_timeout: Duration,
@@ -119,19 +121,20 @@ pub struct UdpRelay {
 
 impl UdpRelay {
     pub fn new(
-        upstreams: &[SocketAddr],
+        health: Arc<UpstreamHealth>,
         timeout: Duration,
         max_inflight: usize,
         client: Arc<UdpSocket>,
         stats: Arc<WorkerStats>,
         stopping: Arc<AtomicBool>,
     ) -> io::Result<UdpRelay> {
-        let mut sockets = Vec::with_capacity(upstreams.len());
-        for up in upstreams {
+        let mut sockets = Vec::with_capacity(health.len());
+        for u in 0..health.len() {
+            let up = health.addr(u);
             let bind: SocketAddr = if up.is_ipv4() {
-                "0.0.0.0:0".parse().map_err(io::Error::other)?
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
             } else {
-                "[::]:0".parse().map_err(io::Error::other)?
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
             };
             let s = UdpSocket::bind(bind)?;
             s.connect(up)?;
@@ -140,10 +143,10 @@ impl UdpRelay {
         }
         // The total budget is split over the upstreams so that a client hears SERVFAIL within
         // about `timeout` even when every upstream is silent.
-        let attempt_timeout = timeout / upstreams.len().max(1) as u32;
+        let attempt_timeout = timeout / health.len().max(1) as u32;
         Ok(UdpRelay {
-            upstreams: upstreams.to_vec(),
             sockets,
+            health,
             table: Mutex::new(Table::new(max_inflight)),
             client,
             attempt_timeout,
@@ -156,13 +159,19 @@ impl UdpRelay {
         self.sockets.len()
     }
 
+    /// Forwarded queries waiting for a reply (for the in-flight gauge).
+    pub fn inflight(&self) -> usize {
+        self.lock().live
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         // A poisoned lock means a thread panicked while holding it; the table itself is only
         // ever left consistent between statements, so keep serving.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `query` (its ID is rewritten in place) to the first upstream that takes it.
+    /// Sends `query` (its ID is rewritten in place, and restored on error) to the first healthy
+    /// upstream that takes it.
     pub fn forward(
         &self,
         query: &mut [u8],
@@ -170,6 +179,11 @@ impl UdpRelay {
         question_end: usize,
     ) -> Result<(), ForwardError> {
         let client_id = u16::from_be_bytes([query[0], query[1]]);
+        let Some(mut upstream) = self.health.next(0) else {
+            // Every upstream is known to be down: answer now rather than after a timeout.
+            return Err(ForwardError::Unreachable);
+        };
+        let now = Instant::now();
         let (index, id) = {
             let mut t = self.lock();
             let Some(index) = t.free.pop() else {
@@ -179,24 +193,30 @@ impl UdpRelay {
             let id = t.free_id();
             t.by_id[id as usize] = index as u16 + 1;
             t.live += 1;
-            let slot = Slot {
-                live: true,
-                upstream_id: id,
-                client_id,
-                client,
-                upstream: 0,
-                tries: 1,
-                deadline: Instant::now() + self.attempt_timeout,
-                question_end,
-                query: Vec::new(),
-            };
-            if index < t.slots.len() {
-                let old = std::mem::replace(&mut t.slots[index], slot);
-                t.slots[index].query = old.query;
-            } else {
-                t.slots.push(slot);
+            if index == t.slots.len() {
+                t.slots.push(Slot {
+                    live: false,
+                    upstream_id: 0,
+                    client_id: 0,
+                    client,
+                    upstream: 0,
+                    tried: 0,
+                    sent: now,
+                    deadline: now,
+                    question_end: 0,
+                    query: Vec::new(),
+                });
             }
             let s = &mut t.slots[index];
+            s.live = true;
+            s.upstream_id = id;
+            s.client_id = client_id;
+            s.client = client;
+            s.upstream = upstream;
+            s.tried = 1 << upstream;
+            s.sent = now;
+            s.deadline = now + self.attempt_timeout;
+            s.question_end = question_end;
             s.query.clear();
             s.query.extend_from_slice(query);
             (index, id)
@@ -204,22 +224,24 @@ impl UdpRelay {
         query[..2].copy_from_slice(&id.to_be_bytes());
         // On a send error (ICMP unreachable reported on the connected socket, no route), try the
         // next upstream at once instead of waiting for the timeout.
-        let mut upstream = 0;
         loop {
+            self.stats.upstream_request(upstream);
             if self.sockets[upstream].send(query).is_ok() {
                 return Ok(());
             }
-            self.stats.upstream_error();
-            upstream += 1;
+            self.stats.upstream_error(upstream);
+            self.health.failure(upstream);
             let mut t = self.lock();
-            if upstream >= self.sockets.len() {
+            let tried = t.slots[index].tried;
+            let Some(next) = self.health.next(tried) else {
                 t.release(index);
                 query[..2].copy_from_slice(&client_id.to_be_bytes());
                 return Err(ForwardError::Unreachable);
-            }
+            };
+            upstream = next;
             let s = &mut t.slots[index];
             s.upstream = upstream;
-            s.tries += 1;
+            s.tried |= 1 << upstream;
             s.deadline = Instant::now() + self.attempt_timeout;
         }
     }
@@ -234,12 +256,13 @@ impl UdpRelay {
         let mut stop_by: Option<Instant> = None;
         loop {
             match socket.recv(&mut buf) {
-                Ok(n) => self.on_reply(&mut buf[..n]),
+                Ok(n) => self.on_reply(u, &mut buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     // The upstream's host said "port unreachable": everything waiting on it
                     // can move on now (connected UDP sockets report ICMP errors; RFC 1122
                     // §4.1.3.3).
-                    self.stats.upstream_error();
+                    self.stats.upstream_error(u);
+                    self.health.failure(u);
                     self.expire(u, true, &mut actions);
                 }
                 Err(_) => {} // timeout tick, or a transient error
@@ -258,14 +281,14 @@ impl UdpRelay {
         }
     }
 
-    fn on_reply(&self, reply: &mut [u8]) {
+    fn on_reply(&self, u: usize, reply: &mut [u8]) {
         let Some(h) = wire::Header::read(reply) else {
             return;
         };
         if h.flags & flag::QR == 0 {
             return;
         }
-        let (client, client_id) = {
+        let (client, client_id, sent) = {
             let mut t = self.lock();
             let index = t.by_id[h.id as usize];
             if index == 0 {
@@ -273,25 +296,30 @@ impl UdpRelay {
             }
             let index = index as usize - 1;
             let s = &t.slots[index];
-            if !wire::same_question(&s.query, reply, s.question_end) {
+            // A late reply from an upstream we already moved away from is as good as any:
+            // the connected socket guarantees it came from that upstream.
+            if s.tried & (1 << u) == 0 || !wire::same_question(&s.query, reply, s.question_end) {
                 return;
             }
-            let r = (s.client, s.client_id);
+            let r = (s.client, s.client_id, s.sent);
             t.release(index);
             r
         };
+        self.health.success(u);
         reply[..2].copy_from_slice(&client_id.to_be_bytes());
         // A reply too large for the client's UDP size arrives with TC set from the upstream
         // (which saw the client's own EDNS size) and is passed on as is: the client retries over
         // TCP (RFC 7766 §5).
         let _ = self.client.send_to(reply, client);
         self.stats.count(Outcome::Forwarded);
+        self.stats.forward_latency.observe(sent.elapsed());
     }
 
     /// Moves expired queries of upstream `u` (or all of its queries when `all`) to the next
-    /// upstream, or answers SERVFAIL when none is left.
+    /// healthy upstream not tried yet, or answers SERVFAIL when none is left.
     fn expire(&self, u: usize, all: bool, actions: &mut Vec<Action>) {
         let now = Instant::now();
+        let mut timed_out = 0;
         {
             let mut t = self.lock();
             if t.live == 0 {
@@ -302,14 +330,17 @@ impl UdpRelay {
                 if !s.live || s.upstream != u || (!all && s.deadline > now) {
                     continue;
                 }
-                if s.tries < self.sockets.len() {
-                    s.upstream = (s.upstream + 1) % self.sockets.len();
-                    s.tries += 1;
+                if !all {
+                    timed_out += 1;
+                }
+                if let Some(next) = self.health.next(s.tried) {
+                    s.upstream = next;
+                    s.tried |= 1 << next;
                     s.deadline = now + self.attempt_timeout;
                     let mut q = s.query.clone();
                     q[..2].copy_from_slice(&s.upstream_id.to_be_bytes());
                     actions.push(Action::Resend {
-                        upstream: s.upstream,
+                        upstream: next,
                         query: q,
                     });
                 } else {
@@ -323,17 +354,20 @@ impl UdpRelay {
                 }
             }
         }
+        for _ in 0..timed_out {
+            self.stats.upstream_timeout(u);
+            self.health.failure(u);
+        }
         let mut out = [0u8; 600];
         for action in actions.drain(..) {
             match action {
                 Action::Resend { upstream, query } => {
-                    self.stats.upstream_timeout();
+                    self.stats.upstream_request(upstream);
                     if self.sockets[upstream].send(&query).is_err() {
-                        self.stats.upstream_error();
+                        self.stats.upstream_error(upstream);
                     }
                 }
                 Action::ServFail { client, query } => {
-                    self.stats.upstream_timeout();
                     let reply = answer::error_reply(&query, rcode::SERVFAIL, &mut out);
                     if let Some(len) = reply {
                         let _ = self.client.send_to(&out[..len], client);
@@ -342,10 +376,6 @@ impl UdpRelay {
                 }
             }
         }
-    }
-
-    pub fn upstreams(&self) -> &[SocketAddr] {
-        &self.upstreams
     }
 }
 

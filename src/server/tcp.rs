@@ -45,6 +45,7 @@ pub struct TcpContext {
     pub forwarder: TcpForwarder,
     pub stats: Arc<WorkerStats>,
     pub limits: TcpLimits,
+    pub query_log: bool,
 }
 
 /// Accepts connections until `stop` turns true; returns the semaphore whose permits are held by
@@ -117,6 +118,16 @@ async fn connection(
             out.resize(u16::MAX as usize, 0);
             let snapshot = ctx.mapping.load();
             decision = answer::decide(&query, &snapshot, Transport::Tcp, &mut out);
+        }
+        if ctx.query_log {
+            let outcome = match decision {
+                Decision::Reply { outcome, .. } => outcome.label(),
+                Decision::Forward { .. } => "forwarding",
+                Decision::Drop => "dropped",
+            };
+            if let Ok(peer) = stream.peer_addr() {
+                crate::server::udp::log_query(&query, peer, outcome);
+            }
         }
         let message: &[u8] = match decision {
             Decision::Reply { len, outcome } => {

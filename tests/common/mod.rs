@@ -104,6 +104,15 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
+/// The queries an upstream saw from clients, leaving out the daemon's own health probes
+/// (`. NS`) and its start-up loop check (`*.splitdns-loop-check.invalid.`).
+pub fn client_queries(up: &upstream::TestUpstream) -> Vec<upstream::SeenQuery> {
+    up.queries()
+        .into_iter()
+        .filter(|q| q.name != "." && !q.name.ends_with(".splitdns-loop-check.invalid."))
+        .collect()
+}
+
 /// A unique file under the system temp dir.
 pub fn temp_file(name: &str, contents: &str) -> PathBuf {
     let path = temp_dir().join(name);
