@@ -85,6 +85,10 @@ pub struct Serve {
     #[arg(long, env = "SPLITDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub tcp_idle_timeout: Duration,
 
+    /// Queries answered on one TCP connection before it is closed.
+    #[arg(long, env = "SPLITDNS_TCP_MAX_QUERIES", default_value_t = 1000)]
+    pub tcp_max_queries: usize,
+
     /// At SIGTERM, how long in-flight forwards may take to finish.
     #[arg(long, env = "SPLITDNS_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     pub shutdown_grace: Duration,
@@ -193,6 +197,7 @@ impl Serve {
             max_inflight: self.max_inflight.max(1),
             tcp_max_connections: self.tcp_max_connections.max(1),
             tcp_idle_timeout: self.tcp_idle_timeout,
+            tcp_max_queries: self.tcp_max_queries.max(1),
             shutdown_grace: self.shutdown_grace,
             poll_interval: self.poll_interval.max(Duration::from_millis(50)),
             admin: self.admin.0,

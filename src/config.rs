@@ -30,6 +30,8 @@ pub struct Config {
     pub max_inflight: usize,
     pub tcp_max_connections: usize,
     pub tcp_idle_timeout: Duration,
+    /// Queries answered on one TCP connection before it is closed.
+    pub tcp_max_queries: usize,
     /// How long in-flight forwards may take to finish at shutdown.
     pub shutdown_grace: Duration,
     /// How often the mapping source is re-read and hashed, besides the directory watch.
@@ -57,6 +59,7 @@ impl Config {
             max_inflight: 1024,
             tcp_max_connections: 256,
             tcp_idle_timeout: Duration::from_secs(10),
+            tcp_max_queries: 1000,
             shutdown_grace: Duration::from_secs(5),
             poll_interval: Duration::from_secs(2),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),

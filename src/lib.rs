@@ -173,6 +173,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         limits: TcpLimits {
             max_connections: config.tcp_max_connections,
             idle_timeout: config.tcp_idle_timeout,
+            max_queries: config.tcp_max_queries,
         },
         query_log: config.query_log,
     });

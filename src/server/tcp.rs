@@ -1,15 +1,25 @@
-//! TCP listener (RFC 7766): length-prefixed messages, several per connection, bounded in number
-//! of connections and in idle time.
+//! TCP listener (RFC 7766): length-prefixed messages, several per connection, answered
+//! concurrently and out of order, bounded in connections, idle time and queries per connection.
+//!
+//! Each connection has a reader (this task) and a writer task joined by a bounded channel. Local
+//! answers are decided inline; forwarded queries run as their own tasks (at most
+//! [`PIPELINE_DEPTH`] per connection), so a slow upstream answer never holds up the local answers
+//! queued behind it (RFC 7766 §6.2.1.1). When every connection slot is taken, the connection idle
+//! for longest is closed to make room (RFC 7766 §6.2.3, §10): idle or slow-loris connections
+//! cannot lock other clients out.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::dns::answer::{self, Decision, Outcome, Transport};
 use crate::dns::wire::{flag, rcode};
@@ -17,14 +27,18 @@ use crate::forward::tcp::TcpForwarder;
 use crate::mapping::SharedMapping;
 use crate::stats::WorkerStats;
 
+/// Forwarded queries in flight per connection; the reader waits when it is reached.
+pub const PIPELINE_DEPTH: usize = 32;
+
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
-    /// Connections served at once; a connection beyond it is closed at accept (RFC 7766 §6.2.2
-    /// lets a server shed connections under load).
+    /// Connections served at once.
     pub max_connections: usize,
     /// A connection with no complete query for this long is closed (RFC 7766 §6.2.3).
     pub idle_timeout: Duration,
+    /// Queries served on one connection before it is closed (after answering them all).
+    pub max_queries: usize,
 }
 
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -48,14 +62,68 @@ pub struct TcpContext {
     pub query_log: bool,
 }
 
-/// Accepts connections until `stop` turns true; returns the semaphore whose permits are held by
-/// live connections, so the caller can wait for them to drain.
+/// The live connections, to find the one idle longest when a slot is needed.
+#[derive(Default)]
+struct Connections {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<ConnState>>>,
+}
+
+struct ConnState {
+    /// Milliseconds since `epoch` of the last complete query.
+    last_active_ms: AtomicU64,
+    /// Queries being answered right now: a busy connection is not idle.
+    busy: AtomicUsize,
+    close: Notify,
+}
+
+impl Connections {
+    fn register(&self, now_ms: u64) -> (u64, Arc<ConnState>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState {
+            last_active_ms: AtomicU64::new(now_ms),
+            busy: AtomicUsize::new(0),
+            close: Notify::new(),
+        });
+        self.lock().insert(id, state.clone());
+        (id, state)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the connection idle for longest to close; false when every one is busy.
+    fn evict_idlest(&self) -> bool {
+        let live = self.lock();
+        let idlest = live
+            .values()
+            .filter(|c| c.busy.load(Ordering::Relaxed) == 0)
+            .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed));
+        match idlest {
+            Some(c) => {
+                c.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Accepts connections until `stop` turns true. Live connections hold permits of
+/// `connections`, so the caller can wait for them to drain.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<TcpContext>,
-    connections: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let conns = Arc::new(Connections::default());
+    let epoch = Instant::now();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -66,103 +134,179 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if conns.evict_idlest() => {
+                match tokio::time::timeout(
+                    Duration::from_millis(100),
+                    slots.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => continue, // dropping `stream` closes it
+                }
+            }
+            Err(_) => continue,
         };
-        let ctx = ctx.clone();
-        let stop = stop.clone();
+        let (ctx, stop, conns) = (ctx.clone(), stop.clone(), conns.clone());
         tokio::spawn(async move {
-            let _ = connection(stream, &ctx, stop).await;
+            let (id, state) = conns.register(epoch.elapsed().as_millis() as u64);
+            let _ = connection(stream, &ctx, stop, &state, epoch).await;
+            conns.remove(id);
             drop(permit);
         });
     }
 }
 
 async fn connection(
-    mut stream: TcpStream,
-    ctx: &TcpContext,
+    stream: TcpStream,
+    ctx: &Arc<TcpContext>,
     mut stop: watch::Receiver<bool>,
+    state: &Arc<ConnState>,
+    epoch: Instant,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut query = Vec::with_capacity(512);
+    let peer = stream.peer_addr().ok();
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PIPELINE_DEPTH);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let pipeline = Arc::new(Semaphore::new(PIPELINE_DEPTH));
     let mut out = vec![0u8; 4096];
-    let mut framed = Vec::with_capacity(512);
-    let mut reply = Vec::new();
-    loop {
-        // Wait for the next length prefix, bounded by the idle timeout and by shutdown; then the
-        // body, bounded by the same timeout so a slow sender cannot hold the slot forever.
-        let len = tokio::select! {
-            r = tokio::time::timeout(ctx.limits.idle_timeout, stream.read_u16()) => match r {
-                Ok(Ok(len)) => len as usize,
-                _ => return Ok(()),
+    for _ in 0..ctx.limits.max_queries {
+        let query = tokio::select! {
+            q = read_message(&mut rd, ctx.limits.idle_timeout) => match q {
+                Some(q) => q,
+                None => break,
             },
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => break,
+            _ = state.close.notified() => break,
         };
-        query.clear();
-        query.resize(len, 0);
-        match tokio::time::timeout(ctx.limits.idle_timeout, stream.read_exact(&mut query)).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()),
-        }
-        let mut decision = {
-            let snapshot = ctx.mapping.load();
-            answer::decide(&query, &snapshot, Transport::Tcp, &mut out)
-        };
-        if let Decision::Reply { len, .. } = decision
-            && len >= 4
-            && u16::from_be_bytes([out[2], out[3]]) & flag::TC != 0
-            && out.len() < u16::MAX as usize
+        state
+            .last_active_ms
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let decision = decide(ctx, &query, &mut out);
+        if ctx.query_log
+            && let Some(peer) = peer
         {
-            // A local answer larger than the small buffer: redo it in a full-size one.
-            out.resize(u16::MAX as usize, 0);
-            let snapshot = ctx.mapping.load();
-            decision = answer::decide(&query, &snapshot, Transport::Tcp, &mut out);
-        }
-        if ctx.query_log {
             let outcome = match decision {
                 Decision::Reply { outcome, .. } => outcome.label(),
                 Decision::Forward { .. } => "forwarding",
                 Decision::Drop => "dropped",
             };
-            if let Ok(peer) = stream.peer_addr() {
-                crate::server::udp::log_query(&query, peer, outcome);
-            }
+            crate::server::udp::log_query(&query, peer, outcome);
         }
-        let message: &[u8] = match decision {
+        match decision {
             Decision::Reply { len, outcome } => {
                 ctx.stats.count(outcome);
-                &out[..len]
+                if tx.send(frame(&out[..len])).await.is_err() {
+                    break;
+                }
             }
             Decision::Forward { question_end } => {
-                match ctx
-                    .forwarder
-                    .forward(&query, question_end, &mut reply, &ctx.stats)
-                    .await
-                {
-                    Ok(()) => {
-                        ctx.stats.count(Outcome::Forwarded);
-                        &reply
-                    }
-                    Err(()) => {
-                        ctx.stats.count(Outcome::ServFail);
-                        match answer::error_reply(&query, rcode::SERVFAIL, &mut out) {
-                            Some(len) => &out[..len],
-                            None => return Ok(()),
-                        }
-                    }
-                }
+                let Ok(permit) = pipeline.clone().acquire_owned().await else {
+                    break;
+                };
+                spawn_forward(
+                    ctx.clone(),
+                    query,
+                    question_end,
+                    tx.clone(),
+                    state.clone(),
+                    permit,
+                );
             }
             Decision::Drop => {
                 // Over TCP the peer is connected: an unreadable message ends the connection
-                // (RFC 7766 §8 expects the server to close on framing it cannot follow).
+                // (we cannot trust the framing after it).
                 ctx.stats.count(Outcome::Dropped);
-                return Ok(());
+                break;
+            }
+        }
+    }
+    // Let the forwards in flight finish and their answers be written, then close.
+    drop(tx);
+    let _ = pipeline.acquire_many(PIPELINE_DEPTH as u32).await;
+    let _ = writer.await;
+    Ok(())
+}
+
+/// Reads one length-prefixed message; `None` on EOF, error or idle timeout. The body is bounded
+/// by the same timeout, so a slow sender cannot hold the slot forever.
+async fn read_message(rd: &mut OwnedReadHalf, idle: Duration) -> Option<Vec<u8>> {
+    let len = match tokio::time::timeout(idle, rd.read_u16()).await {
+        Ok(Ok(len)) => len as usize,
+        _ => return None,
+    };
+    let mut query = vec![0u8; len];
+    match tokio::time::timeout(idle, rd.read_exact(&mut query)).await {
+        Ok(Ok(_)) => Some(query),
+        _ => None,
+    }
+}
+
+/// The local decision, retried in a full-size buffer if the answer did not fit the small one.
+fn decide(ctx: &TcpContext, query: &[u8], out: &mut Vec<u8>) -> Decision {
+    let snapshot = ctx.mapping.load();
+    let decision = answer::decide(query, &snapshot, Transport::Tcp, out);
+    if let Decision::Reply { len, .. } = decision
+        && len >= 4
+        && u16::from_be_bytes([out[2], out[3]]) & flag::TC != 0
+        && out.len() < u16::MAX as usize
+    {
+        out.resize(u16::MAX as usize, 0);
+        return answer::decide(query, &snapshot, Transport::Tcp, out);
+    }
+    decision
+}
+
+fn spawn_forward(
+    ctx: Arc<TcpContext>,
+    query: Vec<u8>,
+    question_end: usize,
+    tx: mpsc::Sender<Vec<u8>>,
+    state: Arc<ConnState>,
+    permit: OwnedSemaphorePermit,
+) {
+    state.busy.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let mut reply = Vec::new();
+        let message = match ctx
+            .forwarder
+            .forward(&query, question_end, &mut reply, &ctx.stats)
+            .await
+        {
+            Ok(()) => {
+                ctx.stats.count(Outcome::Forwarded);
+                frame(&reply)
+            }
+            Err(()) => {
+                ctx.stats.count(Outcome::ServFail);
+                let mut out = [0u8; 600];
+                match answer::error_reply(&query, rcode::SERVFAIL, &mut out) {
+                    Some(len) => frame(&out[..len]),
+                    None => Vec::new(),
+                }
             }
         };
-        framed.clear();
-        framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
-        framed.extend_from_slice(message);
-        stream.write_all(&framed).await?;
-    }
+        if !message.is_empty() {
+            let _ = tx.send(message).await;
+        }
+        state.busy.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
+    });
+}
+
+/// A message with its two-octet length prefix (RFC 1035 §4.2.2).
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(message.len() + 2);
+    f.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    f.extend_from_slice(message);
+    f
 }

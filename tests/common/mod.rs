@@ -1,6 +1,7 @@
 //! Shared test harness: the real daemon on 127.0.0.1:0, a real upstream, real sockets.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod upstream;
 
 use std::io::{Read, Write};

@@ -1,0 +1,243 @@
+//! Upstream faults: bad replies never reach the client, dead and silent upstreams are failed
+//! over, failing upstreams are skipped and come back, overload is shed and counted.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::faulty::{self, Act, is_probe};
+use common::{Daemon, closed_port, query, tcp, udp};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use splitdns::dns::answer::Outcome;
+
+const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
+
+fn a(m: &Message) -> Option<Ipv4Addr> {
+    m.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.0),
+        _ => None,
+    })
+}
+
+#[test]
+fn bad_replies_never_reach_the_client() {
+    for bad in [
+        Act::WrongId,
+        Act::WrongQuestion,
+        Act::WrongPort,
+        Act::Garbage,
+        Act::Truncated,
+    ] {
+        let act = bad.clone();
+        let up = faulty::start(move |q| {
+            if is_probe(q) {
+                Act::Answer(1)
+            } else {
+                act.clone()
+            }
+        });
+        let d = Daemon::start(MAPPING, vec![up.addr]);
+        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        assert_eq!(
+            a(&r),
+            Some(Ipv4Addr::new(192, 0, 2, 7)),
+            "{bad:?}: only the genuine reply"
+        );
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    }
+}
+
+#[test]
+fn truncated_reply_is_passed_on_with_tc() {
+    let up = faulty::start(|q| if is_probe(q) { Act::Answer(1) } else { Act::Tc });
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert!(r.metadata.truncation);
+}
+
+#[test]
+fn dead_upstream_fails_over_at_once() {
+    let good = faulty::start(|_| Act::Answer(2));
+    let d = Daemon::start_with(MAPPING, vec![closed_port(), good.addr], |c| {
+        c.upstream_timeout = Duration::from_secs(4);
+    });
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "no timeout waited: {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn black_holed_upstream_fails_over_after_its_share_of_the_timeout() {
+    let hole = faulty::start(|q| {
+        if is_probe(q) {
+            Act::Answer(1)
+        } else {
+            Act::Drop
+        }
+    });
+    let good = faulty::start(|_| Act::Answer(2));
+    let d = Daemon::start_with(MAPPING, vec![hole.addr, good.addr], |c| {
+        c.upstream_timeout = Duration::from_millis(600);
+    });
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    let took = t0.elapsed();
+    assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1200),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn failing_upstream_is_skipped_then_used_again_when_it_recovers() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let b = broken.clone();
+    let first = faulty::start(move |_| {
+        if b.load(Ordering::Relaxed) {
+            Act::Drop
+        } else {
+            Act::Answer(1)
+        }
+    });
+    let second = faulty::start(|_| Act::Answer(2));
+    let d = Daemon::start_with(MAPPING, vec![first.addr, second.addr], |c| {
+        c.upstream_timeout = Duration::from_millis(400);
+        c.unhealthy_after = 3;
+        c.probe_interval = Duration::from_millis(300);
+    });
+    // Each query waits out the first upstream's share, then the second answers...
+    for _ in 0..3 {
+        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+    }
+    // ... until the first is marked unhealthy and skipped: answers come at once.
+    let t0 = Instant::now();
+    loop {
+        let t = Instant::now();
+        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+        if t.elapsed() < Duration::from_millis(100) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "first upstream never skipped"
+        );
+    }
+    let seen = first.count("www.example.org");
+    for _ in 0..5 {
+        udp(d.udp, &query("www.example.org.", RecordType::A));
+    }
+    assert_eq!(
+        first.count("www.example.org"),
+        seen,
+        "an unhealthy upstream gets no queries"
+    );
+    // It recovers; the background probe notices and it is used again (first in order).
+    broken.store(false, Ordering::Relaxed);
+    let t0 = Instant::now();
+    loop {
+        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        if a(&r) == Some(Ipv4Addr::new(192, 0, 2, 1)) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "recovered upstream used again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn all_upstreams_unhealthy_gives_servfail_fast() {
+    let hole = faulty::start(|_| Act::Drop);
+    let d = Daemon::start_with(MAPPING, vec![hole.addr], |c| {
+        c.upstream_timeout = Duration::from_millis(300);
+        c.unhealthy_after = 2;
+    });
+    for _ in 0..2 {
+        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    }
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "no wait: {:?}",
+        t0.elapsed()
+    );
+    let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    // Local names are unaffected.
+    let r = udp(d.udp, &query("db-0.db.example.com.", RecordType::A));
+    assert_eq!(r.answers.len(), 1);
+    let m = d.stats();
+    assert!(m.upstream_timeouts() >= 1, "timeouts are counted");
+}
+
+#[test]
+fn upstream_refusing_tcp_fails_over_to_the_next() {
+    let refuses = faulty::start(|q| if q.tcp { Act::Close } else { Act::Answer(1) });
+    let good = faulty::start(|_| Act::Answer(2));
+    let d = Daemon::start(MAPPING, vec![refuses.addr, good.addr]);
+    let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
+    assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+}
+
+#[test]
+fn in_flight_forwards_are_bounded_and_excess_gets_servfail() {
+    let slow = faulty::start(|q| {
+        if is_probe(q) {
+            Act::Answer(1)
+        } else {
+            Act::AnswerAfter(3, Duration::from_millis(800))
+        }
+    });
+    let d = Daemon::start_with(MAPPING, vec![slow.addr], |c| {
+        c.max_inflight = 4;
+        c.upstream_timeout = Duration::from_secs(3);
+    });
+    let addr = d.udp;
+    let clients: Vec<_> = (0..10)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let q = query(&format!("q{i}.example.org."), RecordType::A);
+                let t0 = Instant::now();
+                let r = udp(addr, &q);
+                (r.metadata.response_code, t0.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let shed: Vec<_> = results
+        .iter()
+        .filter(|(rc, _)| *rc == ResponseCode::ServFail)
+        .collect();
+    let answered = results
+        .iter()
+        .filter(|(rc, _)| *rc == ResponseCode::NoError)
+        .count();
+    assert_eq!(answered, 4, "as many forwarded as slots: {results:?}");
+    assert_eq!(shed.len(), 6, "{results:?}");
+    assert!(
+        shed.iter().all(|(_, t)| *t < Duration::from_millis(400)),
+        "shed at once: {results:?}"
+    );
+    assert_eq!(
+        d.stats().get(Outcome::ServFail),
+        6,
+        "shed queries are counted"
+    );
+}
