@@ -213,6 +213,9 @@ struct Writer<'a> {
     limit: usize,
 }
 
+/// Size of our OPT record: root owner, type, class, TTL, empty RDATA.
+const OPT_LEN: usize = 11;
+
 /// Pointer to the question name at offset 12 (RFC 1035 §4.1.4): the owner of every record we
 /// write, so answers carry the name exactly as the client spelled it (0x20 preserved).
 const QNAME_PTR: [u8; 2] = [0xC0, 0x0C];
@@ -293,6 +296,12 @@ impl<'a> Writer<'a> {
         self.header(header, flag::AA, u16::from(rcode::NOERROR));
         let _ = self.put(&msg[HEADER_LEN..question.end()]);
         self.set_u16(4, 1);
+        // The OPT record must fit after the records: keep its room out of their budget (the
+        // fuzzer found replies whose OPT was counted but cut off).
+        let full_limit = self.limit;
+        if edns.is_some() {
+            self.limit -= OPT_LEN;
+        }
         let mut count: u16 = 0;
         let fits = (|| -> Result<(), ()> {
             if matches!(records, Records::V4 | Records::Both) {
@@ -326,6 +335,7 @@ impl<'a> Writer<'a> {
             let flags = wire::u16_at(self.buf, 2).unwrap_or(0) | flag::TC;
             self.set_u16(2, flags);
         }
+        self.limit = full_limit;
         if let Some(e) = edns {
             let _ = self.opt(e, 0);
             self.set_u16(10, 1);
@@ -382,5 +392,80 @@ impl<'a> Writer<'a> {
             rdata[at..at + 4].copy_from_slice(&f.to_be_bytes());
         }
         self.record(rtype::SOA, ttl, &rdata[..rname_end + 20])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::file::parse;
+
+    fn query(name: &[u8], qtype: u16, edns_size: Option<u16>) -> Vec<u8> {
+        let mut m = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(name);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        if let Some(size) = edns_size {
+            m[11] = 1;
+            let s = size.to_be_bytes();
+            m.extend_from_slice(&[0, 0, 41, s[0], s[1], 0, 0, 0, 0, 0, 0]);
+        }
+        m
+    }
+
+    /// Regression (fuzzer): with EDNS, the records must leave room for the OPT record.
+    #[test]
+    fn opt_always_fits_after_the_records() {
+        let ips: Vec<String> = (1..=40).map(|i| format!("10.1.0.{i}")).collect();
+        let snap = parse(
+            &format!("hosts:\n  many.db.example.com: [{}]\n", ips.join(",")),
+            "t",
+            5,
+        )
+        .unwrap();
+        let mut out = vec![0u8; 65535];
+        for size in 512..=1232u16 {
+            let q = query(
+                b"\x04MANY\x02db\x07example\x03com\x00",
+                rtype::A,
+                Some(size),
+            );
+            let Decision::Reply { len, .. } = decide(&q, &snap, Transport::Udp, &mut out) else {
+                panic!("a reply");
+            };
+            assert!(len <= size as usize);
+            // The last 11 octets are our OPT record, and ARCOUNT says 1.
+            assert_eq!(&out[len - 11..len - 8], &[0, 0, 41], "size {size}");
+            assert_eq!(u16::from_be_bytes([out[10], out[11]]), 1);
+        }
+    }
+
+    /// Regression (fuzzer): `hostmaster.` + a 253-character name would pass 255 octets.
+    #[test]
+    fn soa_rname_stays_within_255_octets() {
+        let labels = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ];
+        let name = labels.join(".");
+        let snap = parse(&format!("hosts:\n  {name}: 10.0.0.1\n"), "t", 5).unwrap();
+        let mut wire = Vec::new();
+        for l in &labels {
+            wire.push(l.len() as u8);
+            wire.extend_from_slice(l.as_bytes());
+        }
+        wire.push(0);
+        let q = query(&wire, rtype::AAAA, None);
+        let mut out = vec![0u8; 1232];
+        let Decision::Reply { len, outcome } = decide(&q, &snap, Transport::Udp, &mut out) else {
+            panic!("a reply");
+        };
+        assert_eq!(outcome, Outcome::NoData);
+        // SOA RDATA: MNAME pointer (2), RNAME "hostmaster.invalid." (19), five u32 (20).
+        let rdlen = u16::from_be_bytes([out[len - 43], out[len - 42]]);
+        assert_eq!(rdlen, 2 + 19 + 20);
+        assert_eq!(&out[len - 39..len - 20], b"\x0ahostmaster\x07invalid\x00");
     }
 }
