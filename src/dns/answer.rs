@@ -463,9 +463,9 @@ mod tests {
             panic!("a reply");
         };
         assert_eq!(outcome, Outcome::NoData);
-        // SOA RDATA: MNAME pointer (2), RNAME "hostmaster.invalid." (19), five u32 (20).
-        let rdlen = u16::from_be_bytes([out[len - 43], out[len - 42]]);
-        assert_eq!(rdlen, 2 + 19 + 20);
-        assert_eq!(&out[len - 39..len - 20], b"\x0ahostmaster\x07invalid\x00");
+        // SOA RDATA: MNAME pointer (2), RNAME "hostmaster.invalid." (20), five u32 (20).
+        let rdlen = u16::from_be_bytes([out[len - 44], out[len - 43]]);
+        assert_eq!(rdlen, 2 + 20 + 20);
+        assert_eq!(&out[len - 40..len - 20], b"\x0ahostmaster\x07invalid\x00");
     }
 }
