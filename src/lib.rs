@@ -36,6 +36,7 @@ pub use config::{Config, ConfigError, MappingSource};
 pub use mapping::{MappingError, SharedMapping, Snapshot};
 
 use admin::AdminState;
+use forward::alias::AliasResolver;
 use forward::health::UpstreamHealth;
 use forward::probe::LoopGuard;
 use forward::tcp::TcpForwarder;
@@ -93,7 +94,6 @@ pub struct Running {
     tcp_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     admin: Arc<AdminState>,
-    udp_sockets: Vec<Arc<UdpSocket>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Stops the TCP listener and the prober at the start of shutdown.
     stop: watch::Sender<bool>,
@@ -166,9 +166,17 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let (stop, stop_rx) = watch::channel(false);
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let tcp_connections = Arc::new(Semaphore::new(config.tcp_max_connections));
+    let alias = Arc::new(AliasResolver::new(
+        &config.upstreams,
+        config.upstream_timeout,
+        mapping.clone(),
+    ));
+    let (alias_tx, alias_rx) = tokio::sync::mpsc::channel(forward::alias::QUEUE);
+    tokio::spawn(forward::alias::run_udp(alias.clone(), alias_rx));
     let tcp_ctx = Arc::new(TcpContext {
         mapping: mapping.clone(),
         forwarder: TcpForwarder::new(health.clone(), config.upstream_timeout),
+        alias,
         stats: stats.block(Proto::Tcp),
         limits: TcpLimits {
             max_connections: config.tcp_max_connections,
@@ -180,7 +188,6 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 
     let mut threads = Vec::new();
     let mut relays = Vec::new();
-    let mut udp_all = Vec::new();
     let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
     for (udp_sockets, tcp_listener) in bound {
         let udp_addr = udp_sockets[0].local_addr().map_err(Error::Thread)?;
@@ -213,10 +220,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
                 stopping: stopping.clone(),
                 loop_guard: loop_guard.clone(),
                 query_log: config.query_log,
+                alias: alias_tx.clone(),
             };
             threads.push(spawn(format!("udp-{i}"), move || worker.serve())?);
             relays.push(relay);
-            udp_all.push(socket);
         }
         info!("listening on udp {udp_addr}");
         let tcp_addr = tcp_listener.local_addr().map_err(Error::Thread)?;
@@ -299,7 +306,6 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         tcp_addrs,
         admin_addr,
         admin,
-        udp_sockets: udp_all,
         threads,
         stop,
         admin_stop,
@@ -403,24 +409,28 @@ impl Running {
 
     /// The one shutdown path, for signals and tests alike: readiness turns 503 at once, the
     /// sockets stop taking queries, in-flight forwards (UDP and TCP) get up to the grace period
-    /// to finish, every thread is joined, then the admin endpoint closes.
-    pub async fn shutdown(self) {
+    /// to finish, every thread is joined, then the admin endpoint closes. Returns false if a
+    /// thread had panicked (in release builds a panic aborts the process before that).
+    pub async fn shutdown(self) -> bool {
         info!("shutting down");
         self.admin.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         if let Some(r) = self.reloader {
             r.stop();
         }
-        for s in &self.udp_sockets {
-            server::udp::wake(s);
-        }
         let threads = self.threads;
-        let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
-            }
+        let panicked = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(|t| t.join())
+                .filter(Result::is_err)
+                .count()
         })
-        .await;
+        .await
+        .unwrap_or(1);
+        if panicked > 0 {
+            tracing::error!(panicked, "threads panicked");
+        }
         let drained = tokio::time::timeout(
             self.grace,
             self.tcp_connections.acquire_many(self.tcp_max as u32),
@@ -431,6 +441,7 @@ impl Running {
         }
         let _ = self.admin_stop.send(true);
         info!("stopped");
+        panicked == 0
     }
 }
 

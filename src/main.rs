@@ -10,6 +10,14 @@ use splitdns::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // A panic in any thread ends the process, in every build (release also sets
+    // `panic = "abort"`): a dead worker thread would otherwise leave its SO_REUSEPORT socket
+    // receiving queries that nobody answers. kubelet restarts the container.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let cli = Cli::parse();
     if let Some(Command::Check { path }) = cli.command {
         return match splitdns::check_mapping(&path) {

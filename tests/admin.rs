@@ -181,7 +181,7 @@ fn ready_turns_503_at_once_when_shutdown_begins() {
             Err(_) => break,
         }
     }
-    stopper.join().unwrap();
+    assert!(stopper.join().unwrap(), "clean shutdown");
     assert!(saw_503, "/ready reported 503 during shutdown");
 }
 

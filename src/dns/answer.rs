@@ -8,7 +8,7 @@ use crate::dns::wire::{
     self, CLASSIC_UDP_SIZE, Edns, HEADER_LEN, Header, MAX_NAME_WIRE, Question, class, flag, rcode,
     rtype,
 };
-use crate::mapping::{Entry, Snapshot};
+use crate::mapping::{Entry, Found, Snapshot};
 
 /// The UDP payload size we advertise and cap our own UDP answers at: the 2020 DNS flag day
 /// value, which avoids IP fragmentation on every common path (RFC 6891 §6.2.5 lets the responder
@@ -80,6 +80,9 @@ pub enum Decision {
     Reply { len: usize, outcome: Outcome },
     /// Not ours: relay the query bytes upstream. `question_end` lets the relay check the reply.
     Forward { question_end: usize },
+    /// Ours, but answered by resolving another name (rule `rule`'s alias): the caller hands the
+    /// query to [`crate::forward::alias`], which answers asynchronously.
+    Alias { rule: usize },
     /// Say nothing (RFC 1035 §4.1.1 gives no way to answer a message we cannot read, and a
     /// response must never be answered, or two servers could ping-pong forever).
     Drop,
@@ -107,11 +110,12 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
         Ok(q) => q,
         Err(_) => return bare_error(&header, rcode::FORMERR, Outcome::FormErr, out),
     };
-    let Some(entry) = snapshot.lookup(&lower[..question.name_len]) else {
+    let found = snapshot.find(&lower[..question.name_len]);
+    if let Found::None = found {
         return Decision::Forward {
             question_end: question.end(),
         };
-    };
+    }
     // From here on the name is ours and never leaves this process (forwarding it would return
     // the public address: the hairpin this daemon exists to prevent).
     let edns = match wire::read_edns(msg, &header, question.end()) {
@@ -145,23 +149,106 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
             outcome: Outcome::Refused,
         };
     }
-    let records = match question.qtype {
-        rtype::A => Records::V4,
-        rtype::AAAA => Records::V6,
-        // RFC 8482 §4.1: ANY may be answered with a subset; we give every address we hold.
-        rtype::ANY => Records::Both,
-        // AXFR (252) and IXFR (251): there is no zone to transfer.
-        251 | 252 => {
-            let len = w.reply(msg, &header, &question, edns, u16::from(rcode::REFUSED));
-            return Decision::Reply {
-                len,
-                outcome: Outcome::Refused,
+    // AXFR (252) and IXFR (251): there is no zone to transfer.
+    if matches!(question.qtype, 251 | 252) {
+        let len = w.reply(msg, &header, &question, edns, u16::from(rcode::REFUSED));
+        return Decision::Reply {
+            len,
+            outcome: Outcome::Refused,
+        };
+    }
+    let serial = snapshot.content_hash as u32;
+    let (len, outcome) = match found {
+        Found::Entry(entry) => {
+            let records = entry_records(entry, question.qtype);
+            w.answer(msg, &header, &question, edns, records, (entry.ttl, serial))
+        }
+        Found::Ptr(owners) => {
+            let wanted = matches!(question.qtype, rtype::PTR | rtype::ANY);
+            let records = owners
+                .iter()
+                .filter(|_| wanted)
+                .map(|(owner, ttl)| (rtype::PTR, *ttl, Rdata::Bytes(owner)));
+            let ttl = owners.iter().map(|(_, t)| *t).min().unwrap_or(0);
+            w.answer(msg, &header, &question, edns, records, (ttl, serial))
+        }
+        Found::Alias(rule) => return Decision::Alias { rule },
+        Found::None => {
+            return Decision::Forward {
+                question_end: question.end(),
             };
         }
-        _ => Records::None,
     };
-    let (len, outcome) = w.answer(msg, &header, &question, edns, entry, records, snapshot);
     Decision::Reply { len, outcome }
+}
+
+/// The A / AAAA records of an entry for `qtype` (RFC 8482 §4.1: ANY gets every address).
+fn entry_records(entry: &Entry, qtype: u16) -> impl Iterator<Item = (u16, u32, Rdata<'_>)> {
+    let v4 = matches!(qtype, rtype::A | rtype::ANY);
+    let v6 = matches!(qtype, rtype::AAAA | rtype::ANY);
+    let ttl = entry.ttl;
+    let a = entry
+        .v4
+        .iter()
+        .filter(move |_| v4)
+        .map(move |a| (rtype::A, ttl, Rdata::V4(a.octets())));
+    let aaaa = entry
+        .v6
+        .iter()
+        .filter(move |_| v6)
+        .map(move |a| (rtype::AAAA, ttl, Rdata::V6(a.octets())));
+    a.chain(aaaa)
+}
+
+/// RDATA of a record we write, without allocation for addresses.
+#[derive(Debug, Clone)]
+pub enum Rdata<'a> {
+    V4([u8; 4]),
+    V6([u8; 16]),
+    Bytes(&'a [u8]),
+}
+
+impl Rdata<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Rdata::V4(b) => b,
+            Rdata::V6(b) => b,
+            Rdata::Bytes(b) => b,
+        }
+    }
+}
+
+/// The complete answer to `msg` made of the given records (owner: the asked name), or NODATA
+/// with the synthesized SOA when there are none: used for alias answers, which are built after
+/// an upstream lookup. `None` if the query cannot be read (it was read before, so only if the
+/// caller passes something else).
+pub fn records_reply(
+    msg: &[u8],
+    transport: Transport,
+    records: &[(u16, u32, Vec<u8>)],
+    soa_ttl: u32,
+    serial: u32,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    let header = Header::read(msg)?;
+    let mut lower = [0u8; MAX_NAME_WIRE];
+    let question = wire::read_question(msg, &mut lower).ok()?;
+    let edns = wire::read_edns(msg, &header, question.end()).ok()?;
+    let limit = match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => edns.map_or(CLASSIC_UDP_SIZE, |e| {
+            e.udp_size.min(OUR_UDP_PAYLOAD) as usize
+        }),
+    };
+    out.clear();
+    out.resize(limit, 0);
+    let mut w = Writer::new(out, limit);
+    let iter = records
+        .iter()
+        .map(|(t, ttl, rd)| (*t, *ttl, Rdata::Bytes(rd)));
+    let (len, outcome) = w.answer(msg, &header, &question, edns, iter, (soa_ttl, serial));
+    out.truncate(len);
+    Some(outcome)
 }
 
 /// Builds the reply for a query that we could not complete (`SERVFAIL` after the upstreams
@@ -195,14 +282,6 @@ fn bare_error(header: &Header, rc: u8, outcome: Outcome, out: &mut [u8]) -> Deci
         len: HEADER_LEN,
         outcome,
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Records {
-    V4,
-    V6,
-    Both,
-    None,
 }
 
 /// A bounded writer over the caller's buffer: a write that would pass `limit` fails, and the
@@ -282,16 +361,16 @@ impl<'a> Writer<'a> {
         self.put(&[0, 0, 41, p[0], p[1], ext, 0, do_bit, 0, 0, 0])
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn answer(
+    /// Header, question, `records` (owner: the asked name), or the SOA when there are none,
+    /// then OPT; TC instead of the records when they do not fit.
+    fn answer<'r>(
         &mut self,
         msg: &[u8],
         header: &Header,
         question: &Question,
         edns: Option<Edns>,
-        entry: &Entry,
-        records: Records,
-        snapshot: &Snapshot,
+        records: impl Iterator<Item = (u16, u32, Rdata<'r>)>,
+        (soa_ttl, serial): (u32, u32),
     ) -> (usize, Outcome) {
         self.header(header, flag::AA, u16::from(rcode::NOERROR));
         let _ = self.put(&msg[HEADER_LEN..question.end()]);
@@ -304,21 +383,13 @@ impl<'a> Writer<'a> {
         }
         let mut count: u16 = 0;
         let fits = (|| -> Result<(), ()> {
-            if matches!(records, Records::V4 | Records::Both) {
-                for a in entry.v4.iter() {
-                    self.record(rtype::A, entry.ttl, &a.octets())?;
-                    count += 1;
-                }
-            }
-            if matches!(records, Records::V6 | Records::Both) {
-                for a in entry.v6.iter() {
-                    self.record(rtype::AAAA, entry.ttl, &a.octets())?;
-                    count += 1;
-                }
+            for (rtype, ttl, rdata) in records {
+                self.record(rtype, ttl, rdata.as_slice())?;
+                count += 1;
             }
             if count == 0 {
                 // NODATA (RFC 2308 §2.2): SOA in authority so the negative answer is cacheable.
-                self.soa(entry.ttl, snapshot.content_hash as u32, question.name_len)?;
+                self.soa(soa_ttl, serial, question.name_len)?;
                 self.set_u16(8, 1);
             } else {
                 self.set_u16(6, count);

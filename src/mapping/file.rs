@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
+use super::rules::{self, Rule, RuleResult, Rules};
 use super::{Entry, Snapshot, fnv1a, name};
 
 /// RFC 2181 §8: a TTL is an unsigned 31-bit number.
@@ -125,7 +126,7 @@ pub fn parse_source(source: &SourceText, default_ttl: u32) -> Result<Snapshot, M
         let parsed = parse_entries(text, origin, default_ttl)?;
         builder.add(origin, parsed)?;
     }
-    Ok(builder.finish(source.hash))
+    builder.finish(source.hash)
 }
 
 /// Reads and validates a mapping file or directory into a snapshot.
@@ -138,7 +139,7 @@ pub fn parse(text: &str, origin: &str, default_ttl: u32) -> Result<Snapshot, Map
     let parsed = parse_entries(text, origin, default_ttl)?;
     let mut builder = SnapshotBuilder::default();
     builder.add(origin, parsed)?;
-    Ok(builder.finish(fnv1a(text.as_bytes())))
+    builder.finish(fnv1a(text.as_bytes()))
 }
 
 /// One validated host line, not yet merged with the others.
@@ -148,32 +149,100 @@ pub struct ParsedEntry {
     pub entry: Entry,
 }
 
-/// Parses one file into validated entries (names and addresses checked, TTL applied).
+/// One validated rule, not yet compiled with the others.
+pub struct ParsedRule {
+    pub rule: Rule,
+    pub pattern: String,
+}
+
+/// One file, validated.
+#[derive(Default)]
+pub struct ParsedFile {
+    pub entries: Vec<ParsedEntry>,
+    pub rules: Vec<ParsedRule>,
+}
+
+fn check_ttl(origin: &str, t: &Spanned<u32>) -> Result<u32, MappingError> {
+    if t.value > MAX_TTL {
+        return Err(MappingError::at(
+            origin,
+            t.referenced,
+            format!("ttl {} is larger than {MAX_TTL} (RFC 2181 §8)", t.value),
+        ));
+    }
+    Ok(t.value)
+}
+
+/// Collects validated addresses into an [`Entry`]; `what` names the owner in messages.
+struct AddrCollector<'a> {
+    origin: &'a str,
+    what: &'a str,
+    v4: Vec<std::net::Ipv4Addr>,
+    v6: Vec<std::net::Ipv6Addr>,
+}
+
+impl AddrCollector<'_> {
+    fn add(&mut self, text: &str, loc: Location) -> Result<(), MappingError> {
+        match text.trim().parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) if !self.v4.contains(&a) => self.v4.push(a),
+            Ok(IpAddr::V6(a)) if !self.v6.contains(&a) => self.v6.push(a),
+            Ok(_) => {} // the same address twice: harmless, answered once
+            Err(_) => {
+                return Err(MappingError::at(
+                    self.origin,
+                    loc,
+                    format!("invalid IP address {text:?} for {}", self.what),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn add_all(&mut self, addrs: Spanned<RawAddrList>) -> Result<(), MappingError> {
+        match addrs.value {
+            RawAddrList::One(a) => self.add(&a, addrs.referenced),
+            RawAddrList::Many(list) if list.is_empty() => Err(MappingError::at(
+                self.origin,
+                addrs.referenced,
+                format!("{} has an empty address list", self.what),
+            )),
+            RawAddrList::Many(list) => list
+                .into_iter()
+                .try_for_each(|a| self.add(&a.value, a.referenced)),
+        }
+    }
+
+    fn entry(self, ttl: u32) -> Entry {
+        Entry {
+            v4: self.v4.into(),
+            v6: self.v6.into(),
+            ttl,
+        }
+    }
+}
+
+/// Parses one file into validated entries and rules (names, addresses, regexes and templates
+/// checked, TTLs applied).
 pub fn parse_entries(
     text: &str,
     origin: &str,
     default_ttl: u32,
-) -> Result<Vec<ParsedEntry>, MappingError> {
+) -> Result<ParsedFile, MappingError> {
     let raw: RawFile = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
         let loc = e.location().unwrap_or(Location::UNKNOWN);
         let message = yaml_message(&e, text);
         MappingError::at(origin, loc, message)
     })?;
-
-    let ttl = match raw.ttl {
-        Some(t) if t.value > MAX_TTL => {
-            return Err(MappingError::at(
-                origin,
-                t.referenced,
-                format!("ttl {} is larger than {MAX_TTL} (RFC 2181 §8)", t.value),
-            ));
-        }
-        Some(t) => t.value,
+    let ttl = match &raw.ttl {
+        Some(t) => check_ttl(origin, t)?,
         None => default_ttl,
     };
 
     let hosts = raw.hosts.value.map(|h| h.0).unwrap_or_default();
-    let mut out = Vec::with_capacity(hosts.len());
+    let mut out = ParsedFile {
+        entries: Vec::with_capacity(hosts.len()),
+        rules: Vec::new(),
+    };
     for (key, value) in hosts {
         let wire = name::to_wire_lower(&key.value).map_err(|why| {
             MappingError::at(
@@ -182,49 +251,94 @@ pub fn parse_entries(
                 format!("invalid name {:?}: {why}", key.value),
             )
         })?;
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        let mut add = |text: &str, loc: Location| -> Result<(), MappingError> {
-            match text.trim().parse::<IpAddr>() {
-                Ok(IpAddr::V4(a)) if !v4.contains(&a) => v4.push(a),
-                Ok(IpAddr::V6(a)) if !v6.contains(&a) => v6.push(a),
-                Ok(_) => {} // the same address twice: harmless, answered once
-                Err(_) => {
-                    return Err(MappingError::at(
-                        origin,
-                        loc,
-                        format!("invalid IP address {text:?} for {}", key.value),
-                    ));
-                }
-            }
-            Ok(())
+        let mut addrs = AddrCollector {
+            origin,
+            what: &key.value,
+            v4: Vec::new(),
+            v6: Vec::new(),
         };
-        match value.value {
-            RawAddrs::One(a) => add(&a, value.referenced)?,
-            RawAddrs::Many(list) => {
-                if list.is_empty() {
-                    return Err(MappingError::at(
-                        origin,
-                        value.referenced,
-                        format!("{} has an empty address list", key.value),
-                    ));
-                }
-                for a in list {
-                    add(&a.value, a.referenced)?;
+        let entry_ttl = match value.value {
+            RawHost::Addrs(list) => {
+                addrs.add_all(Spanned::new(list, value.referenced, value.defined))?;
+                ttl
+            }
+            RawHost::Detailed(d) => {
+                addrs.add_all(d.addresses)?;
+                match &d.ttl {
+                    Some(t) => check_ttl(origin, t)?,
+                    None => ttl,
                 }
             }
-        }
-        out.push(ParsedEntry {
+        };
+        out.entries.push(ParsedEntry {
             wire,
             location: key.referenced,
-            entry: Entry {
-                v4: v4.into(),
-                v6: v6.into(),
-                ttl,
-            },
+            entry: addrs.entry(entry_ttl),
         });
     }
+
+    for (n, raw_rule) in raw.rules.unwrap_or_default().into_iter().enumerate() {
+        out.rules.push(parse_rule(origin, n + 1, raw_rule, ttl)?);
+    }
     Ok(out)
+}
+
+/// Validates rule number `n` (1-based): its host (name or regex), its result (address, or host
+/// name template whose `${n}` refer to existing groups) and its TTL.
+fn parse_rule(
+    origin: &str,
+    n: usize,
+    raw: Spanned<RawRule>,
+    ttl: u32,
+) -> Result<ParsedRule, MappingError> {
+    let r = raw.value;
+    let host = r.host.value.trim().to_owned();
+    let err = |at: Location, why: String| {
+        MappingError::at(origin, at, format!("rule {n} (host {host:?}): {why}"))
+    };
+    if !r.regex {
+        name::to_wire_lower(&host)
+            .map_err(|why| err(r.host.referenced, format!("invalid name: {why}")))?;
+    }
+    let regex = rules::compile_one(&host, r.regex).map_err(|why| err(r.host.referenced, why))?;
+    let rule_ttl = match &r.ttl {
+        Some(t) => check_ttl(origin, t)?,
+        None => ttl,
+    };
+    let result_text = r.result.value.trim();
+    let result = if let Ok(ip) = result_text.parse::<IpAddr>() {
+        let mut addrs = AddrCollector {
+            origin,
+            what: &host,
+            v4: Vec::new(),
+            v6: Vec::new(),
+        };
+        addrs.add(&ip.to_string(), r.result.referenced)?;
+        RuleResult::Local(addrs.entry(rule_ttl))
+    } else {
+        rules::check_template(result_text, &regex).map_err(|why| err(r.result.referenced, why))?;
+        // The literal parts must make a host name: check it with every group reference
+        // replaced by a plain label character.
+        let probe = regex::Regex::new(r"\$(\{[^}]*\}|[A-Za-z0-9_]+)")
+            .map(|re| re.replace_all(result_text, "x").into_owned())
+            .unwrap_or_else(|_| result_text.to_owned());
+        name::to_wire_lower(&probe).map_err(|why| {
+            err(
+                r.result.referenced,
+                format!("result {result_text:?} is neither an IP address nor a host name: {why}"),
+            )
+        })?;
+        RuleResult::Alias(result_text.to_owned())
+    };
+    Ok(ParsedRule {
+        pattern: rules::pattern(&host, r.regex),
+        rule: Rule {
+            host,
+            regex,
+            result,
+            ttl: rule_ttl,
+        },
+    })
 }
 
 /// Merges parsed files into one snapshot, rejecting a name defined twice (in one file or two).
@@ -234,12 +348,16 @@ pub struct SnapshotBuilder {
     /// error; one map keeps the build to one hash insert per name.
     names: HashMap<Box<[u8]>, (Entry, usize, Location), foldhash::fast::RandomState>,
     origins: Vec<String>,
+    /// Rules of every file, in file order (files are added in name order).
+    rules: Vec<ParsedRule>,
 }
 
 impl SnapshotBuilder {
-    pub fn add(&mut self, origin: &str, entries: Vec<ParsedEntry>) -> Result<(), MappingError> {
+    pub fn add(&mut self, origin: &str, parsed: ParsedFile) -> Result<(), MappingError> {
         let file = self.origins.len();
         self.origins.push(origin.to_owned());
+        self.rules.extend(parsed.rules);
+        let entries = parsed.entries;
         self.names.reserve(entries.len());
         for e in entries {
             match self.names.entry(e.wire.into_boxed_slice()) {
@@ -267,16 +385,27 @@ impl SnapshotBuilder {
         Ok(())
     }
 
-    pub fn finish(self, content_hash: u64) -> Snapshot {
+    pub fn finish(self, content_hash: u64) -> Result<Snapshot, MappingError> {
         let names = self
             .names
             .into_iter()
             .map(|(k, (entry, _, _))| (k, entry))
             .collect();
-        Snapshot {
-            names,
-            content_hash,
-        }
+        let rules = if self.rules.is_empty() {
+            None
+        } else {
+            let patterns: Vec<String> = self.rules.iter().map(|r| r.pattern.clone()).collect();
+            let rules = self.rules.into_iter().map(|r| r.rule).collect();
+            Some(
+                Rules::new(rules, &patterns).map_err(|why| MappingError::Invalid {
+                    path: self.origins.join(", "),
+                    line: 0,
+                    column: 0,
+                    message: why,
+                })?,
+            )
+        };
+        Ok(Snapshot::new(names, rules, content_hash))
     }
 }
 
@@ -316,14 +445,39 @@ struct RawFile {
     ttl: Option<Spanned<u32>>,
     /// Required, but may be empty (`hosts:` alone forwards everything).
     hosts: Spanned<Option<RawHosts>>,
+    rules: Option<Vec<Spanned<RawRule>>>,
 }
 
 /// The `hosts:` mapping, in file order, with the location of every key and value.
-struct RawHosts(Vec<(Spanned<String>, Spanned<RawAddrs>)>);
+struct RawHosts(Vec<(Spanned<String>, Spanned<RawHost>)>);
 
-enum RawAddrs {
+/// A host's value: its address(es), or `{ addresses: ..., ttl: ... }`.
+enum RawHost {
+    Addrs(RawAddrList),
+    Detailed(RawDetailed),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDetailed {
+    addresses: Spanned<RawAddrList>,
+    ttl: Option<Spanned<u32>>,
+}
+
+/// An address or a list of addresses.
+enum RawAddrList {
     One(String),
     Many(Vec<Spanned<String>>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    host: Spanned<String>,
+    result: Spanned<String>,
+    #[serde(default)]
+    regex: bool,
+    ttl: Option<Spanned<u32>>,
 }
 
 impl<'de> Deserialize<'de> for RawHosts {
@@ -346,23 +500,52 @@ impl<'de> Deserialize<'de> for RawHosts {
     }
 }
 
-impl<'de> Deserialize<'de> for RawAddrs {
+impl<'de> Deserialize<'de> for RawHost {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = RawAddrs;
+            type Value = RawHost;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "an IP address, a list of IP addresses, or { addresses: ..., ttl: ... }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawHost, E> {
+                Ok(RawHost::Addrs(RawAddrList::One(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawHost, A::Error> {
+                list_from_seq(seq).map(RawHost::Addrs)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawHost, A::Error> {
+                RawDetailed::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawHost::Detailed)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn list_from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<RawAddrList, A::Error> {
+    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+    while let Some(a) = seq.next_element()? {
+        out.push(a);
+    }
+    Ok(RawAddrList::Many(out))
+}
+
+impl<'de> Deserialize<'de> for RawAddrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAddrList;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an IP address or a list of IP addresses")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAddrs, E> {
-                Ok(RawAddrs::One(v.to_owned()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAddrList, E> {
+                Ok(RawAddrList::One(v.to_owned()))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawAddrs, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1));
-                while let Some(a) = seq.next_element()? {
-                    out.push(a);
-                }
-                Ok(RawAddrs::Many(out))
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawAddrList, A::Error> {
+                list_from_seq(seq)
             }
         }
         d.deserialize_any(V)

@@ -6,6 +6,7 @@
 pub mod file;
 pub mod name;
 pub mod reload;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -24,25 +25,75 @@ pub struct Entry {
     pub ttl: u32,
 }
 
+/// Owners of a reverse name: (lower-cased wire name, TTL) of every host with that address.
+pub type PtrOwners = Box<[(Box<[u8]>, u32)]>;
+
 /// One published version of the mapping.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Keyed by the lower-cased wire-format name, which is what the query path has in hand
     /// after reading the question: no conversion to text per query.
     names: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    /// `in-addr.arpa` / `ip6.arpa` names of every address in `hosts`, for PTR.
+    reverse: HashMap<Box<[u8]>, PtrOwners, foldhash::fast::RandomState>,
+    rules: Option<rules::Rules>,
     /// FNV-1a of the file contents: tells identical reloads apart and is shown in logs.
     pub content_hash: u64,
 }
 
+/// What the mapping says about a name.
+#[derive(Debug, Clone, Copy)]
+pub enum Found<'a> {
+    /// A `hosts` entry, or a rule whose result is an address.
+    Entry(&'a Entry),
+    /// Rule `i`'s result is a name to resolve instead.
+    Alias(usize),
+    /// A reverse name of mapped addresses.
+    Ptr(&'a PtrOwners),
+    /// Not ours: forward.
+    None,
+}
+
 impl Snapshot {
     pub fn empty() -> Snapshot {
+        Snapshot::new(HashMap::default(), None, 0)
+    }
+
+    /// Builds a snapshot (and its reverse index) from validated parts.
+    pub fn new(
+        names: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+        rules: Option<rules::Rules>,
+        content_hash: u64,
+    ) -> Snapshot {
+        type Owners = Vec<(Box<[u8]>, u32)>;
+        let mut reverse: HashMap<Box<[u8]>, Owners, foldhash::fast::RandomState> =
+            HashMap::default();
+        for (owner, entry) in &names {
+            let v4 = entry.v4.iter().map(|a| name::reverse_v4(*a));
+            let v6 = entry.v6.iter().map(|a| name::reverse_v6(*a));
+            for rev in v4.chain(v6) {
+                reverse
+                    .entry(rev.into_boxed_slice())
+                    .or_default()
+                    .push((owner.clone(), entry.ttl));
+            }
+        }
+        let reverse = reverse
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.sort(); // stable answers whatever the hash order
+                (k, v.into_boxed_slice())
+            })
+            .collect();
         Snapshot {
-            names: HashMap::default(),
-            content_hash: 0,
+            names,
+            reverse,
+            rules: rules.filter(|r| !r.is_empty()),
+            content_hash,
         }
     }
 
-    /// `wire_lower` is a lower-cased name in wire format (as produced by
+    /// A `hosts` entry by lower-cased wire name (as produced by
     /// [`crate::dns::wire::read_question`]).
     #[inline]
     pub fn lookup(&self, wire_lower: &[u8]) -> Option<&Entry> {
@@ -50,6 +101,42 @@ impl Snapshot {
             return None;
         }
         self.names.get(wire_lower)
+    }
+
+    /// The whole lookup, in precedence order: exact `hosts`, then reverse names of mapped
+    /// addresses, then `rules` in file order.
+    #[inline]
+    pub fn find(&self, wire_lower: &[u8]) -> Found<'_> {
+        if let Some(e) = self.lookup(wire_lower) {
+            return Found::Entry(e);
+        }
+        if !self.reverse.is_empty()
+            && let Some(owners) = self.reverse.get(wire_lower)
+        {
+            return Found::Ptr(owners);
+        }
+        let Some(rules) = &self.rules else {
+            return Found::None;
+        };
+        let mut buf = [0u8; 256];
+        let Some(text) = name::wire_to_text_in(wire_lower, &mut buf) else {
+            return Found::None;
+        };
+        match rules.first_match(text) {
+            Some(i) => match &rules.rules[i].result {
+                rules::RuleResult::Local(e) => Found::Entry(e),
+                rules::RuleResult::Alias(_) => Found::Alias(i),
+            },
+            None => Found::None,
+        }
+    }
+
+    pub fn rules(&self) -> Option<&rules::Rules> {
+        self.rules.as_ref()
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.as_ref().map_or(0, |r| r.rules.len())
     }
 
     pub fn len(&self) -> usize {

@@ -66,6 +66,53 @@ pub fn wire_to_text(wire: &[u8]) -> String {
     out
 }
 
+/// Writes the presentation form of a lower-cased wire name, without the trailing dot, into
+/// `buf` (no allocation: the rules are matched against it on the query path). `None` if the
+/// name is not UTF-8 (no rule can match it then).
+pub fn wire_to_text_in<'a>(wire: &[u8], buf: &'a mut [u8; 256]) -> Option<&'a str> {
+    let mut at = 0;
+    let mut len = 0;
+    while let Some(&l) = wire.get(at) {
+        if l == 0 {
+            break;
+        }
+        let label = wire.get(at + 1..at + 1 + l as usize)?;
+        if len > 0 {
+            *buf.get_mut(len)? = b'.';
+            len += 1;
+        }
+        buf.get_mut(len..len + label.len())?.copy_from_slice(label);
+        len += label.len();
+        at += 1 + l as usize;
+    }
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+/// `d.c.b.a.in-addr.arpa.` in wire form (RFC 1035 §3.5).
+pub fn reverse_v4(a: std::net::Ipv4Addr) -> Vec<u8> {
+    let mut w = Vec::with_capacity(30);
+    for o in a.octets().iter().rev() {
+        let s = o.to_string();
+        w.push(s.len() as u8);
+        w.extend_from_slice(s.as_bytes());
+    }
+    w.extend_from_slice(b"\x07in-addr\x04arpa\x00");
+    w
+}
+
+/// The 32 reversed nibbles under `ip6.arpa.` in wire form (RFC 3596 §2.5).
+pub fn reverse_v6(a: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut w = Vec::with_capacity(74);
+    for o in a.octets().iter().rev() {
+        for nibble in [o & 0x0f, o >> 4] {
+            w.push(1);
+            w.push(b"0123456789abcdef"[nibble as usize]);
+        }
+    }
+    w.extend_from_slice(b"\x03ip6\x04arpa\x00");
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +127,22 @@ mod tests {
         assert_eq!(
             wire_to_text(b"\x04db-0\x07example\x03com\x00"),
             "db-0.example.com."
+        );
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(
+            wire_to_text(&reverse_v4("10.42.0.12".parse().unwrap())),
+            "12.0.42.10.in-addr.arpa."
+        );
+        let v6 = wire_to_text(&reverse_v6("fd00::13".parse().unwrap()));
+        assert!(v6.starts_with("3.1.0.0.0.0.0.0."), "{v6}");
+        assert!(v6.ends_with("0.0.d.f.ip6.arpa."), "{v6}");
+        let mut buf = [0u8; 256];
+        assert_eq!(
+            wire_to_text_in(b"\x02db\x03com\x00", &mut buf),
+            Some("db.com")
         );
     }
 

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::dns::answer::{self, Decision, Outcome, Transport};
 use crate::dns::wire::{flag, rcode};
+use crate::forward::alias::AliasResolver;
 use crate::forward::tcp::TcpForwarder;
 use crate::mapping::SharedMapping;
 use crate::stats::WorkerStats;
@@ -57,6 +58,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub struct TcpContext {
     pub mapping: SharedMapping,
     pub forwarder: TcpForwarder,
+    pub alias: Arc<AliasResolver>,
     pub stats: Arc<WorkerStats>,
     pub limits: TcpLimits,
     pub query_log: bool,
@@ -198,6 +200,7 @@ async fn connection(
             let outcome = match decision {
                 Decision::Reply { outcome, .. } => outcome.label(),
                 Decision::Forward { .. } => "forwarding",
+                Decision::Alias { .. } => "alias",
                 Decision::Drop => "dropped",
             };
             crate::server::udp::log_query(&query, peer, outcome);
@@ -216,11 +219,17 @@ async fn connection(
                 spawn_forward(
                     ctx.clone(),
                     query,
-                    question_end,
+                    Some(question_end),
                     tx.clone(),
                     state.clone(),
                     permit,
                 );
+            }
+            Decision::Alias { .. } => {
+                let Ok(permit) = pipeline.clone().acquire_owned().await else {
+                    break;
+                };
+                spawn_forward(ctx.clone(), query, None, tx.clone(), state.clone(), permit);
             }
             Decision::Drop => {
                 // Over TCP the peer is connected: an unreadable message ends the connection
@@ -266,16 +275,28 @@ fn decide(ctx: &TcpContext, query: &[u8], out: &mut Vec<u8>) -> Decision {
     decision
 }
 
+/// Answers a query off the reader: forwarded upstream (`question_end` given) or resolved as an
+/// alias (`None`).
 fn spawn_forward(
     ctx: Arc<TcpContext>,
     query: Vec<u8>,
-    question_end: usize,
+    question_end: Option<usize>,
     tx: mpsc::Sender<Vec<u8>>,
     state: Arc<ConnState>,
     permit: OwnedSemaphorePermit,
 ) {
     state.busy.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
+        let Some(question_end) = question_end else {
+            let (reply, outcome) = ctx.alias.answer(&query, Transport::Tcp).await;
+            ctx.stats.count(outcome);
+            if !reply.is_empty() {
+                let _ = tx.send(frame(&reply)).await;
+            }
+            state.busy.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            return;
+        };
         let mut reply = Vec::new();
         let message = match ctx
             .forwarder

@@ -76,7 +76,10 @@ impl Daemon {
 
     pub fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
-            self.runtime.block_on(r.shutdown());
+            assert!(
+                self.runtime.block_on(r.shutdown()),
+                "no daemon thread panicked"
+            );
         }
     }
 }
@@ -84,7 +87,11 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
-            self.runtime.block_on(r.shutdown());
+            let clean = self.runtime.block_on(r.shutdown());
+            // Every test checks, on its way out, that no daemon thread panicked.
+            if !std::thread::panicking() {
+                assert!(clean, "a daemon thread panicked");
+            }
         }
         if self.mapping_path.is_file() {
             let _ = std::fs::remove_file(&self.mapping_path);
