@@ -163,13 +163,13 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
             let records = entry_records(entry, question.qtype);
             w.answer(msg, &header, &question, edns, records, (entry.ttl, serial))
         }
-        Found::Ptr(owners) => {
+        Found::Ptr(ip) => {
             let wanted = matches!(question.qtype, rtype::PTR | rtype::ANY);
-            let records = owners
-                .iter()
+            let records = snapshot
+                .owners(ip)
                 .filter(|_| wanted)
-                .map(|(owner, ttl)| (rtype::PTR, *ttl, Rdata::Bytes(owner)));
-            let ttl = owners.iter().map(|(_, t)| *t).min().unwrap_or(0);
+                .map(|(owner, ttl)| (rtype::PTR, ttl, Rdata::Bytes(owner)));
+            let ttl = snapshot.owners(ip).map(|(_, t)| t).min().unwrap_or(0);
             w.answer(msg, &header, &question, edns, records, (ttl, serial))
         }
         Found::Alias(rule) => return Decision::Alias { rule },

@@ -170,13 +170,13 @@ impl AliasResolver {
                         cap,
                     );
                 }
-                Found::Ptr(owners) => {
-                    cap = cap.min(owners.iter().map(|(_, t)| *t).min().unwrap_or(cap));
+                Found::Ptr(ip) => {
+                    cap = cap.min(snapshot.owners(ip).map(|(_, t)| t).min().unwrap_or(cap));
                     if !matches!(qtype, rtype::PTR | rtype::ANY) {
                         return (Resolved::NoData, cap);
                     }
-                    let records = owners
-                        .iter()
+                    let records = snapshot
+                        .owners(ip)
                         .map(|(o, _)| (rtype::PTR, cap, o.to_vec()))
                         .collect();
                     return (Resolved::Records(records), cap);

@@ -15,18 +15,16 @@
 //! Every error names file, line and column. Validation happens completely before a [`Snapshot`]
 //! exists, so a bad file can never be half-published.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry as MapEntry;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
-use super::rules::{self, Rule, RuleResult, Rules};
-use super::{Entry, Snapshot, fnv1a, name};
+use super::rules::{self, Rule, RuleResult};
+use super::{Entry, Snapshot, SnapshotBuilder, fnv1a, name};
 
 /// RFC 2181 §8: a TTL is an unsigned 31-bit number.
 pub const MAX_TTL: u32 = 0x7fff_ffff;
@@ -123,10 +121,9 @@ pub fn read_source(path: &Path) -> Result<SourceText, MappingError> {
 pub fn parse_source(source: &SourceText, default_ttl: u32) -> Result<Snapshot, MappingError> {
     let mut builder = SnapshotBuilder::default();
     for (origin, text) in &source.files {
-        let parsed = parse_entries(text, origin, default_ttl)?;
-        builder.add(origin, parsed)?;
+        parse_into(&mut builder, text, origin, default_ttl)?;
     }
-    builder.finish(source.hash)
+    finish(builder, source.hash)
 }
 
 /// Reads and validates a mapping file or directory into a snapshot.
@@ -136,30 +133,248 @@ pub fn load(path: &Path, default_ttl: u32) -> Result<Snapshot, MappingError> {
 
 /// Parses and validates mapping text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str, default_ttl: u32) -> Result<Snapshot, MappingError> {
-    let parsed = parse_entries(text, origin, default_ttl)?;
     let mut builder = SnapshotBuilder::default();
-    builder.add(origin, parsed)?;
-    builder.finish(fnv1a(text.as_bytes()))
+    parse_into(&mut builder, text, origin, default_ttl)?;
+    finish(builder, fnv1a(text.as_bytes()))
 }
 
-/// One validated host line, not yet merged with the others.
-pub struct ParsedEntry {
-    pub wire: Vec<u8>,
-    pub location: Location,
-    pub entry: Entry,
+fn finish(builder: SnapshotBuilder, hash: u64) -> Result<Snapshot, MappingError> {
+    let origins = builder.origins().join(", ");
+    builder
+        .finish(hash)
+        .map_err(|message| MappingError::Invalid {
+            path: origins,
+            line: 0,
+            column: 0,
+            message,
+        })
 }
 
-/// One validated rule, not yet compiled with the others.
-pub struct ParsedRule {
-    pub rule: Rule,
-    pub pattern: String,
+/// Parses one file straight into `builder`: each host is validated and stored as it is read,
+/// so a 100,000-name file never exists as an intermediate list (peak memory is about the final
+/// snapshot plus the text).
+pub fn parse_into(
+    builder: &mut SnapshotBuilder,
+    text: &str,
+    origin: &str,
+    default_ttl: u32,
+) -> Result<(), MappingError> {
+    let file = builder.file(origin);
+    let mut recorded: Option<MappingError> = None;
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
+        FileSeed {
+            builder: &mut *builder,
+            file,
+            origin,
+            default_ttl,
+            recorded: &mut recorded,
+        }
+        .deserialize(de)
+    });
+    match (result, recorded) {
+        (Ok(()), _) => Ok(()),
+        // Our own validation errors carry their exact location; the parser's error is only the
+        // vehicle that stopped it.
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => {
+            let loc = e.location().unwrap_or(Location::UNKNOWN);
+            Err(MappingError::at(origin, loc, yaml_message(&e, text)))
+        }
+    }
 }
 
-/// One file, validated.
-#[derive(Default)]
-pub struct ParsedFile {
-    pub entries: Vec<ParsedEntry>,
-    pub rules: Vec<ParsedRule>,
+/// Records `e` and returns a parser error that stops deserialization.
+fn stop<E: de::Error>(slot: &mut Option<MappingError>, e: MappingError) -> E {
+    let msg = e.to_string();
+    *slot = Some(e);
+    E::custom(msg)
+}
+
+/// The whole file: `ttl`, `hosts`, `rules`, in any order.
+struct FileSeed<'a> {
+    builder: &'a mut SnapshotBuilder,
+    file: u32,
+    origin: &'a str,
+    default_ttl: u32,
+    recorded: &'a mut Option<MappingError>,
+}
+
+impl<'de> DeserializeSeed<'de> for FileSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FileSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping with `hosts:` (and optionally `ttl:` and `rules:`)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let FileSeed {
+            builder,
+            file,
+            origin,
+            default_ttl,
+            recorded,
+        } = self;
+        let mut ttl: Option<u32> = None;
+        let mut hosts_seen = false;
+        let mut own_ttl = Vec::new();
+        let mut raw_rules: Vec<Spanned<RawRule>> = Vec::new();
+        while let Some(key) = map.next_key::<Spanned<String>>()? {
+            match key.value.as_str() {
+                "ttl" => {
+                    let t: Spanned<u32> = map.next_value()?;
+                    ttl = Some(check_ttl(origin, &t).map_err(|e| stop(recorded, e))?);
+                }
+                "hosts" => {
+                    hosts_seen = true;
+                    map.next_value_seed(HostsSeed {
+                        builder: &mut *builder,
+                        file,
+                        origin,
+                        ttl: ttl.unwrap_or(default_ttl),
+                        own_ttl: &mut own_ttl,
+                        recorded: &mut *recorded,
+                    })?;
+                }
+                "rules" => {
+                    raw_rules = map
+                        .next_value::<Option<Vec<Spanned<RawRule>>>>()?
+                        .unwrap_or_default();
+                }
+                other => {
+                    let e = MappingError::at(
+                        origin,
+                        key.referenced,
+                        format!("unknown field `{other}`, expected one of `ttl`, `hosts`, `rules`"),
+                    );
+                    return Err(stop(recorded, e));
+                }
+            }
+        }
+        if !hosts_seen {
+            let e = MappingError::Invalid {
+                path: origin.to_owned(),
+                line: 1,
+                column: 1,
+                message: "missing field `hosts` (an empty `hosts:` forwards everything)".into(),
+            };
+            return Err(stop(recorded, e));
+        }
+        let ttl = ttl.unwrap_or(default_ttl);
+        // A `ttl:` written after `hosts:` still applies to every host of the file.
+        builder.apply_file_ttl(file, ttl, &own_ttl);
+        for (n, raw) in raw_rules.into_iter().enumerate() {
+            let (rule, pattern) =
+                parse_rule(origin, n + 1, raw, ttl).map_err(|e| stop(recorded, e))?;
+            builder.add_rule(rule, pattern);
+        }
+        Ok(())
+    }
+}
+
+/// The `hosts:` mapping, validated and stored entry by entry.
+struct HostsSeed<'a> {
+    builder: &'a mut SnapshotBuilder,
+    file: u32,
+    origin: &'a str,
+    /// The file's TTL as known so far (fixed up afterwards if `ttl:` comes later).
+    ttl: u32,
+    /// For each host of this file, in order: whether it set its own TTL.
+    own_ttl: &'a mut Vec<bool>,
+    recorded: &'a mut Option<MappingError>,
+}
+
+impl<'de> DeserializeSeed<'de> for HostsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HostsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping of host name to address(es)")
+    }
+
+    /// `hosts:` with nothing after it: no names, forward everything.
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let HostsSeed {
+            builder,
+            file,
+            origin,
+            ttl,
+            own_ttl,
+            recorded,
+        } = self;
+        while let Some(key) = map.next_key::<Spanned<String>>()? {
+            let value: Spanned<RawHost> = map.next_value()?;
+            let wire = name::to_wire_lower(&key.value).map_err(|why| {
+                let msg = format!("invalid name {:?}: {why}", key.value);
+                stop::<A::Error>(recorded, MappingError::at(origin, key.referenced, msg))
+            })?;
+            let (entry, own) =
+                host_entry(origin, &key, value, ttl).map_err(|e| stop(recorded, e))?;
+            let text = name::wire_to_text(&wire);
+            if let Err(first) = builder.add(file, wire, key.referenced, entry) {
+                let e = MappingError::at(
+                    origin,
+                    key.referenced,
+                    format!(
+                        "duplicate name {text} (names are case-insensitive; first defined at {first})"
+                    ),
+                );
+                return Err(stop(recorded, e));
+            }
+            own_ttl.push(own);
+        }
+        Ok(())
+    }
+}
+
+/// Validates one host's value into an entry; also says whether it set its own TTL.
+fn host_entry(
+    origin: &str,
+    key: &Spanned<String>,
+    value: Spanned<RawHost>,
+    ttl: u32,
+) -> Result<(Entry, bool), MappingError> {
+    let mut addrs = AddrCollector {
+        origin,
+        what: &key.value,
+        v4: Vec::new(),
+        v6: Vec::new(),
+    };
+    match value.value {
+        RawHost::Addrs(list) => {
+            addrs.add_all(Spanned::new(list, value.referenced, value.defined))?;
+            Ok((addrs.entry(ttl), false))
+        }
+        RawHost::Detailed(d) => {
+            addrs.add_all(d.addresses)?;
+            match &d.ttl {
+                Some(t) => Ok((addrs.entry(check_ttl(origin, t)?), true)),
+                None => Ok((addrs.entry(ttl), false)),
+            }
+        }
+    }
 }
 
 fn check_ttl(origin: &str, t: &Spanned<u32>) -> Result<u32, MappingError> {
@@ -221,68 +436,6 @@ impl AddrCollector<'_> {
     }
 }
 
-/// Parses one file into validated entries and rules (names, addresses, regexes and templates
-/// checked, TTLs applied).
-pub fn parse_entries(
-    text: &str,
-    origin: &str,
-    default_ttl: u32,
-) -> Result<ParsedFile, MappingError> {
-    let raw: RawFile = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
-        let loc = e.location().unwrap_or(Location::UNKNOWN);
-        let message = yaml_message(&e, text);
-        MappingError::at(origin, loc, message)
-    })?;
-    let ttl = match &raw.ttl {
-        Some(t) => check_ttl(origin, t)?,
-        None => default_ttl,
-    };
-
-    let hosts = raw.hosts.value.map(|h| h.0).unwrap_or_default();
-    let mut out = ParsedFile {
-        entries: Vec::with_capacity(hosts.len()),
-        rules: Vec::new(),
-    };
-    for (key, value) in hosts {
-        let wire = name::to_wire_lower(&key.value).map_err(|why| {
-            MappingError::at(
-                origin,
-                key.referenced,
-                format!("invalid name {:?}: {why}", key.value),
-            )
-        })?;
-        let mut addrs = AddrCollector {
-            origin,
-            what: &key.value,
-            v4: Vec::new(),
-            v6: Vec::new(),
-        };
-        let entry_ttl = match value.value {
-            RawHost::Addrs(list) => {
-                addrs.add_all(Spanned::new(list, value.referenced, value.defined))?;
-                ttl
-            }
-            RawHost::Detailed(d) => {
-                addrs.add_all(d.addresses)?;
-                match &d.ttl {
-                    Some(t) => check_ttl(origin, t)?,
-                    None => ttl,
-                }
-            }
-        };
-        out.entries.push(ParsedEntry {
-            wire,
-            location: key.referenced,
-            entry: addrs.entry(entry_ttl),
-        });
-    }
-
-    for (n, raw_rule) in raw.rules.unwrap_or_default().into_iter().enumerate() {
-        out.rules.push(parse_rule(origin, n + 1, raw_rule, ttl)?);
-    }
-    Ok(out)
-}
-
 /// Validates rule number `n` (1-based): its host (name or regex), its result (address, or host
 /// name template whose `${n}` refer to existing groups) and its TTL.
 fn parse_rule(
@@ -290,7 +443,7 @@ fn parse_rule(
     n: usize,
     raw: Spanned<RawRule>,
     ttl: u32,
-) -> Result<ParsedRule, MappingError> {
+) -> Result<(Rule, String), MappingError> {
     let r = raw.value;
     let host = r.host.value.trim().to_owned();
     let err = |at: Location, why: String| {
@@ -330,83 +483,16 @@ fn parse_rule(
         })?;
         RuleResult::Alias(result_text.to_owned())
     };
-    Ok(ParsedRule {
-        pattern: rules::pattern(&host, r.regex),
-        rule: Rule {
+    let pattern = rules::pattern(&host, r.regex);
+    Ok((
+        Rule {
             host,
             regex,
             result,
             ttl: rule_ttl,
         },
-    })
-}
-
-/// Merges parsed files into one snapshot, rejecting a name defined twice (in one file or two).
-#[derive(Default)]
-pub struct SnapshotBuilder {
-    /// Each entry remembers where it was defined (file index, location) for the duplicate
-    /// error; one map keeps the build to one hash insert per name.
-    names: HashMap<Box<[u8]>, (Entry, usize, Location), foldhash::fast::RandomState>,
-    origins: Vec<String>,
-    /// Rules of every file, in file order (files are added in name order).
-    rules: Vec<ParsedRule>,
-}
-
-impl SnapshotBuilder {
-    pub fn add(&mut self, origin: &str, parsed: ParsedFile) -> Result<(), MappingError> {
-        let file = self.origins.len();
-        self.origins.push(origin.to_owned());
-        self.rules.extend(parsed.rules);
-        let entries = parsed.entries;
-        self.names.reserve(entries.len());
-        for e in entries {
-            match self.names.entry(e.wire.into_boxed_slice()) {
-                MapEntry::Occupied(first) => {
-                    let (_, first_file, loc) = first.get();
-                    let where_first = if *first_file == file {
-                        format!("line {}", loc.line())
-                    } else {
-                        format!("{}:{}", self.origins[*first_file], loc.line())
-                    };
-                    return Err(MappingError::at(
-                        origin,
-                        e.location,
-                        format!(
-                            "duplicate name {} (names are case-insensitive; first defined at {where_first})",
-                            name::wire_to_text(first.key())
-                        ),
-                    ));
-                }
-                MapEntry::Vacant(v) => {
-                    v.insert((e.entry, file, e.location));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn finish(self, content_hash: u64) -> Result<Snapshot, MappingError> {
-        let names = self
-            .names
-            .into_iter()
-            .map(|(k, (entry, _, _))| (k, entry))
-            .collect();
-        let rules = if self.rules.is_empty() {
-            None
-        } else {
-            let patterns: Vec<String> = self.rules.iter().map(|r| r.pattern.clone()).collect();
-            let rules = self.rules.into_iter().map(|r| r.rule).collect();
-            Some(
-                Rules::new(rules, &patterns).map_err(|why| MappingError::Invalid {
-                    path: self.origins.join(", "),
-                    line: 0,
-                    column: 0,
-                    message: why,
-                })?,
-            )
-        };
-        Ok(Snapshot::new(names, rules, content_hash))
-    }
+        pattern,
+    ))
 }
 
 fn options() -> serde_saphyr::Options {
@@ -439,18 +525,6 @@ fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    ttl: Option<Spanned<u32>>,
-    /// Required, but may be empty (`hosts:` alone forwards everything).
-    hosts: Spanned<Option<RawHosts>>,
-    rules: Option<Vec<Spanned<RawRule>>>,
-}
-
-/// The `hosts:` mapping, in file order, with the location of every key and value.
-struct RawHosts(Vec<(Spanned<String>, Spanned<RawHost>)>);
-
 /// A host's value: its address(es), or `{ addresses: ..., ttl: ... }`.
 enum RawHost {
     Addrs(RawAddrList),
@@ -478,26 +552,6 @@ struct RawRule {
     #[serde(default)]
     regex: bool,
     ttl: Option<Spanned<u32>>,
-}
-
-impl<'de> Deserialize<'de> for RawHosts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawHosts;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping of host name to address(es)")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHosts, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(entry) = map.next_entry()? {
-                    out.push(entry);
-                }
-                Ok(RawHosts(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 impl<'de> Deserialize<'de> for RawHost {

@@ -9,7 +9,10 @@ pub mod reload;
 pub mod rules;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -25,20 +28,38 @@ pub struct Entry {
     pub ttl: u32,
 }
 
-/// Owners of a reverse name: (lower-cased wire name, TTL) of every host with that address.
-pub type PtrOwners = Box<[(Box<[u8]>, u32)]>;
-
 /// One published version of the mapping.
-#[derive(Debug)]
+///
+/// Laid out for 100,000+ names in little memory: the entries in one vector, an index-only hash
+/// table over their names (4 octets a slot), and a reverse index from address to entry for PTR,
+/// keyed by the address itself rather than by its `in-addr.arpa` name.
 pub struct Snapshot {
-    /// Keyed by the lower-cased wire-format name, which is what the query path has in hand
-    /// after reading the question: no conversion to text per query.
-    names: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
-    /// `in-addr.arpa` / `ip6.arpa` names of every address in `hosts`, for PTR.
-    reverse: HashMap<Box<[u8]>, PtrOwners, foldhash::fast::RandomState>,
+    entries: Box<[Rec]>,
+    /// Indices into `entries`, hashed by the lower-cased wire name.
+    by_name: HashTable<u32>,
+    /// Address -> the first entry holding it; further holders (rare) in `more_owners`.
+    by_addr: HashMap<IpAddr, u32, foldhash::fast::FixedState>,
+    more_owners: HashMap<IpAddr, Vec<u32>, foldhash::fast::FixedState>,
+    hasher: foldhash::fast::RandomState,
     rules: Option<rules::Rules>,
     /// FNV-1a of the file contents: tells identical reloads apart and is shown in logs.
     pub content_hash: u64,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("names", &self.entries.len())
+            .field("rules", &self.rule_count())
+            .field("content_hash", &self.content_hash)
+            .finish()
+    }
+}
+
+/// A name and what it answers with.
+struct Rec {
+    name: Box<[u8]>,
+    entry: Entry,
 }
 
 /// What the mapping says about a name.
@@ -48,48 +69,158 @@ pub enum Found<'a> {
     Entry(&'a Entry),
     /// Rule `i`'s result is a name to resolve instead.
     Alias(usize),
-    /// A reverse name of mapped addresses.
-    Ptr(&'a PtrOwners),
+    /// The reverse name of a mapped address: see [`Snapshot::owners`].
+    Ptr(IpAddr),
     /// Not ours: forward.
     None,
 }
 
-impl Snapshot {
-    pub fn empty() -> Snapshot {
-        Snapshot::new(HashMap::default(), None, 0)
+/// Builds a snapshot entry by entry, rejecting a name given twice (in one file or two).
+#[derive(Default)]
+pub struct SnapshotBuilder {
+    recs: Vec<Rec>,
+    /// Where each entry was defined (file index, location): for the duplicate error only.
+    locs: Vec<(u32, serde_saphyr::Location)>,
+    by_name: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    origins: Vec<String>,
+    rules: Vec<(rules::Rule, String)>,
+}
+
+impl SnapshotBuilder {
+    /// Starts a new source file; returns its index.
+    pub fn file(&mut self, origin: &str) -> u32 {
+        self.origins.push(origin.to_owned());
+        self.origins.len() as u32 - 1
     }
 
-    /// Builds a snapshot (and its reverse index) from validated parts.
-    pub fn new(
-        names: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
-        rules: Option<rules::Rules>,
-        content_hash: u64,
-    ) -> Snapshot {
-        type Owners = Vec<(Box<[u8]>, u32)>;
-        let mut reverse: HashMap<Box<[u8]>, Owners, foldhash::fast::RandomState> =
-            HashMap::default();
-        for (owner, entry) in &names {
-            let v4 = entry.v4.iter().map(|a| name::reverse_v4(*a));
-            let v6 = entry.v6.iter().map(|a| name::reverse_v6(*a));
-            for rev in v4.chain(v6) {
-                reverse
-                    .entry(rev.into_boxed_slice())
-                    .or_default()
-                    .push((owner.clone(), entry.ttl));
+    /// Adds one name; on a duplicate returns where the first definition is ("line N" or
+    /// "other.yaml:N").
+    pub fn add(
+        &mut self,
+        file: u32,
+        name: Vec<u8>,
+        at: serde_saphyr::Location,
+        entry: Entry,
+    ) -> Result<(), String> {
+        let hash = self.hasher.hash_one(&name[..]);
+        let recs = &self.recs;
+        if let Some(&i) = self
+            .by_name
+            .find(hash, |&i| *recs[i as usize].name == name[..])
+        {
+            let (first_file, loc) = &self.locs[i as usize];
+            return Err(if *first_file == file {
+                format!("line {}", loc.line())
+            } else {
+                format!("{}:{}", self.origins[*first_file as usize], loc.line())
+            });
+        }
+        let index = self.recs.len() as u32;
+        let (recs, hasher) = (&self.recs, &self.hasher);
+        self.by_name.insert_unique(hash, index, |&i| {
+            hasher.hash_one(&recs[i as usize].name[..])
+        });
+        self.recs.push(Rec {
+            name: name.into_boxed_slice(),
+            entry,
+        });
+        self.locs.push((file, at));
+        Ok(())
+    }
+
+    /// Sets the TTL of the entries of `file` that did not set their own (a file's `ttl:` may
+    /// come after its `hosts:`).
+    pub fn apply_file_ttl(&mut self, file: u32, ttl: u32, own_ttl: &[bool]) {
+        let mine = self
+            .locs
+            .iter()
+            .zip(self.recs.iter_mut())
+            .filter(|((f, _), _)| *f == file);
+        for (((_, _), rec), own) in mine.zip(own_ttl) {
+            if !own {
+                rec.entry.ttl = ttl;
             }
         }
-        let reverse = reverse
-            .into_iter()
-            .map(|(k, mut v)| {
-                v.sort(); // stable answers whatever the hash order
-                (k, v.into_boxed_slice())
-            })
-            .collect();
-        Snapshot {
-            names,
-            reverse,
-            rules: rules.filter(|r| !r.is_empty()),
+    }
+
+    pub fn add_rule(&mut self, rule: rules::Rule, pattern: String) {
+        self.rules.push((rule, pattern));
+    }
+
+    pub fn origins(&self) -> &[String] {
+        &self.origins
+    }
+
+    pub fn finish(self, content_hash: u64) -> Result<Snapshot, String> {
+        let rules = if self.rules.is_empty() {
+            None
+        } else {
+            let patterns: Vec<String> = self.rules.iter().map(|(_, p)| p.clone()).collect();
+            Some(rules::Rules::new(
+                self.rules.into_iter().map(|(r, _)| r).collect(),
+                &patterns,
+            )?)
+        };
+        drop(self.locs);
+        let mut by_addr: HashMap<IpAddr, u32, foldhash::fast::FixedState> = HashMap::default();
+        let mut more_owners: HashMap<IpAddr, Vec<u32>, foldhash::fast::FixedState> =
+            HashMap::default();
+        by_addr.reserve(self.recs.len());
+        for (i, rec) in self.recs.iter().enumerate() {
+            let v4 = rec.entry.v4.iter().map(|a| IpAddr::V4(*a));
+            let v6 = rec.entry.v6.iter().map(|a| IpAddr::V6(*a));
+            for ip in v4.chain(v6) {
+                if by_addr.try_insert_or_skip(ip, i as u32) {
+                    more_owners.entry(ip).or_default().push(i as u32);
+                }
+            }
+        }
+        let mut by_name = self.by_name;
+        by_name.shrink_to_fit(|&i| self.hasher.hash_one(&self.recs[i as usize].name[..]));
+        Ok(Snapshot {
+            entries: self.recs.into_boxed_slice(),
+            by_name,
+            by_addr,
+            more_owners,
+            hasher: self.hasher,
+            rules,
             content_hash,
+        })
+    }
+}
+
+/// `HashMap::try_insert` for stable Rust: inserts if absent, else reports a clash.
+trait TryInsert<K, V> {
+    fn try_insert_or_skip(&mut self, k: K, v: V) -> bool;
+}
+
+impl<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher> TryInsert<K, V> for HashMap<K, V, S> {
+    fn try_insert_or_skip(&mut self, k: K, v: V) -> bool {
+        match self.entry(k) {
+            std::collections::hash_map::Entry::Occupied(_) => true,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(v);
+                false
+            }
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn empty() -> Snapshot {
+        match SnapshotBuilder::default().finish(0) {
+            Ok(s) => s,
+            // No rules, no entries: nothing can fail; keep the code path total anyway.
+            Err(_) => Snapshot {
+                entries: Box::new([]),
+                by_name: HashTable::new(),
+                by_addr: HashMap::default(),
+                more_owners: HashMap::default(),
+                hasher: Default::default(),
+                rules: None,
+                content_hash: 0,
+            },
         }
     }
 
@@ -97,10 +228,14 @@ impl Snapshot {
     /// [`crate::dns::wire::read_question`]).
     #[inline]
     pub fn lookup(&self, wire_lower: &[u8]) -> Option<&Entry> {
-        if self.names.is_empty() {
+        if self.entries.is_empty() {
             return None;
         }
-        self.names.get(wire_lower)
+        let hash = self.hasher.hash_one(wire_lower);
+        let entries = &self.entries;
+        self.by_name
+            .find(hash, |&i| *entries[i as usize].name == *wire_lower)
+            .map(|&i| &entries[i as usize].entry)
     }
 
     /// The whole lookup, in precedence order: exact `hosts`, then reverse names of mapped
@@ -110,10 +245,11 @@ impl Snapshot {
         if let Some(e) = self.lookup(wire_lower) {
             return Found::Entry(e);
         }
-        if !self.reverse.is_empty()
-            && let Some(owners) = self.reverse.get(wire_lower)
+        if !self.by_addr.is_empty()
+            && let Some(ip) = name::reverse_to_ip(wire_lower)
+            && self.by_addr.contains_key(&ip)
         {
-            return Found::Ptr(owners);
+            return Found::Ptr(ip);
         }
         let Some(rules) = &self.rules else {
             return Found::None;
@@ -131,6 +267,24 @@ impl Snapshot {
         }
     }
 
+    /// Every mapped name holding `ip`, with its TTL, in file order.
+    pub fn owners(&self, ip: IpAddr) -> impl Iterator<Item = (&[u8], u32)> {
+        let first = self.by_addr.get(&ip).copied();
+        let more = self
+            .more_owners
+            .get(&ip)
+            .map(|v| v.as_slice())
+            .unwrap_or_default();
+        first
+            .into_iter()
+            .chain(more.iter().copied())
+            .filter_map(|i| {
+                self.entries
+                    .get(i as usize)
+                    .map(|r| (&r.name[..], r.entry.ttl))
+            })
+    }
+
     pub fn rules(&self) -> Option<&rules::Rules> {
         self.rules.as_ref()
     }
@@ -140,18 +294,18 @@ impl Snapshot {
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.entries.is_empty()
     }
 
     /// Counts of (names, IPv4 addresses, IPv6 addresses).
     pub fn summary(&self) -> (usize, usize, usize) {
-        let v4 = self.names.values().map(|e| e.v4.len()).sum();
-        let v6 = self.names.values().map(|e| e.v6.len()).sum();
-        (self.names.len(), v4, v6)
+        let v4 = self.entries.iter().map(|r| r.entry.v4.len()).sum();
+        let v6 = self.entries.iter().map(|r| r.entry.v6.len()).sum();
+        (self.entries.len(), v4, v6)
     }
 
     /// Short form of the content hash for logs.

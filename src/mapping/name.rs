@@ -88,6 +88,45 @@ pub fn wire_to_text_in<'a>(wire: &[u8], buf: &'a mut [u8; 256]) -> Option<&'a st
     std::str::from_utf8(&buf[..len]).ok()
 }
 
+/// The address a lower-cased reverse name stands for: `d.c.b.a.in-addr.arpa.` (RFC 1035 §3.5,
+/// canonical decimal octets) or 32 nibbles under `ip6.arpa.` (RFC 3596 §2.5). `None` for any
+/// other name, including partial reverse names (those are forwarded).
+pub fn reverse_to_ip(wire: &[u8]) -> Option<std::net::IpAddr> {
+    if wire.ends_with(b"\x07in-addr\x04arpa\x00") {
+        let mut octets = [0u8; 4];
+        let mut at = 0;
+        for o in octets.iter_mut().rev() {
+            let len = *wire.get(at)? as usize;
+            let label = wire.get(at + 1..at + 1 + len)?;
+            let canonical = (1..=3).contains(&len) && (len == 1 || label[0] != b'0');
+            if !canonical || !label.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            *o = std::str::from_utf8(label).ok()?.parse().ok()?;
+            at += 1 + len;
+        }
+        return (at + 14 == wire.len()).then_some(std::net::IpAddr::from(octets));
+    }
+    if wire.ends_with(b"\x03ip6\x04arpa\x00") && wire.len() == 64 + 10 {
+        let mut octets = [0u8; 16];
+        for i in 0..32 {
+            if wire[2 * i] != 1 {
+                return None;
+            }
+            let nibble = match wire[2 * i + 1] {
+                c @ b'0'..=b'9' => c - b'0',
+                c @ b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            // Label i is nibble i counted from the least significant end.
+            let byte = 15 - i / 2;
+            octets[byte] |= if i % 2 == 0 { nibble } else { nibble << 4 };
+        }
+        return Some(std::net::IpAddr::from(octets));
+    }
+    None
+}
+
 /// `d.c.b.a.in-addr.arpa.` in wire form (RFC 1035 §3.5).
 pub fn reverse_v4(a: std::net::Ipv4Addr) -> Vec<u8> {
     let mut w = Vec::with_capacity(30);
