@@ -63,9 +63,14 @@ COPY --from=build --chown=0:0 --chmod=0555 /out/splitdns /splitdns
 # `check FILE` subcommand works as the only argument. A flag on the command line wins over these.
 # No default upstream: in a sidecar pod /etc/resolv.conf points at splitdns itself, so the pod
 # spec must pass --upstream (the cluster DNS service IP).
+# GLIBC_TUNABLES: at most 2 malloc arenas. glibc gives each thread that allocates its own arena
+# and keeps freed memory in it; splitdns's threads allocate almost nothing after start (the query
+# path does not allocate at all), so more arenas only hold garbage from loading the mapping:
+# measured with 100,000 names, 54 MiB RSS with the default, 39 MiB with one arena.
 ENV SPLITDNS_LISTEN=127.0.0.1:53 \
     SPLITDNS_MAPPING=/etc/splitdns/mapping.yaml \
-    SPLITDNS_ADMIN=0.0.0.0:9253
+    SPLITDNS_ADMIN=0.0.0.0:9253 \
+    GLIBC_TUNABLES=glibc.malloc.arena_max=2
 # 65532 = "nonroot" in distroless; numeric, so no /etc/passwd is needed (and runAsNonRoot can check it).
 USER 65532:65532
 EXPOSE 53/udp 53/tcp 9253/tcp

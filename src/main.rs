@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use splitdns::cli::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 
 fn main() -> ExitCode {
     // A panic in any thread ends the process, in every build (release also sets
@@ -48,20 +48,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging to stderr. The filter is `Targets` (`info`, `splitdns=debug,warn`, ...), the
+/// `RUST_LOG` syntax without span and field filters: `EnvFilter` compiles regular expressions at
+/// start-up, which alone kept a few hundred KiB of code resident for the life of the process.
 fn init_tracing(level: Option<&str>, format: LogFormat) {
-    let filter = match level {
-        Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    let spec = level
+        .map(str::to_owned)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let filter: Targets = match spec.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "splitdns: ignoring log filter {spec:?}: {e}"
+            );
+            Targets::new().with_default(tracing::Level::INFO)
+        }
     };
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         // When stderr is gone (log collector died, pipe closed) tracing would report that on
         // stderr with eprintln!, which panics: a lost log line must never stop the DNS.
         .log_internal_errors(false);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(filter).init(),
+        LogFormat::Json => builder.json().finish().with(filter).init(),
     }
 }

@@ -17,16 +17,6 @@ hosts:
   v6only.example.com: \"fd00::99\"
 ";
 
-fn v4s(m: &Message) -> Vec<Ipv4Addr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
-}
-
 fn v6s(m: &Message) -> Vec<Ipv6Addr> {
     m.answers
         .iter()
@@ -49,7 +39,7 @@ fn mapped_a_with_several_addresses_over_udp_and_tcp() {
         assert!(reply.metadata.authoritative, "AA set on our own names");
         assert!(reply.metadata.recursion_desired, "RD copied from the query");
         assert_eq!(
-            v4s(&reply),
+            common::ipv4s(&reply),
             vec![Ipv4Addr::new(10, 42, 0, 12), Ipv4Addr::new(10, 42, 0, 22)]
         );
         assert!(
@@ -75,12 +65,12 @@ fn aaaa_and_any() {
     let d = Daemon::start(MAPPING, vec![up.addr]);
     let r = udp(d.udp, &query("db-1.db.example.com.", RecordType::AAAA));
     assert_eq!(v6s(&r), vec!["fd00::13".parse::<Ipv6Addr>().unwrap()]);
-    assert!(v4s(&r).is_empty());
+    assert!(common::ipv4s(&r).is_empty());
     let r = udp(d.udp, &query("v6only.example.com.", RecordType::AAAA));
     assert_eq!(v6s(&r), vec!["fd00::99".parse::<Ipv6Addr>().unwrap()]);
     // RFC 8482 lets ANY be answered with a subset; we give every address.
     let r = udp(d.udp, &query("db-1.db.example.com.", RecordType::ANY));
-    assert_eq!(v4s(&r), vec![Ipv4Addr::new(10, 42, 0, 13)]);
+    assert_eq!(common::ipv4s(&r), vec![Ipv4Addr::new(10, 42, 0, 13)]);
     assert_eq!(v6s(&r).len(), 1);
     assert_eq!(common::client_queries(&up).len(), 0);
 }
@@ -133,7 +123,7 @@ fn mixed_case_question_is_echoed_exactly_and_trailing_dot_is_optional() {
     assert_eq!(r.answers[0].name.to_ascii(), asked, "owner name as asked");
     // `db-2.db.example.com.` is written with a trailing dot in the file; asked without case.
     let r = udp(d.udp, &query("DB-2.db.example.com.", RecordType::A));
-    assert_eq!(v4s(&r), vec![Ipv4Addr::new(10, 42, 0, 14)]);
+    assert_eq!(common::ipv4s(&r), vec![Ipv4Addr::new(10, 42, 0, 14)]);
 }
 
 #[test]
@@ -170,7 +160,7 @@ fn edns_is_answered_only_when_asked_and_payload_size_is_honoured() {
     // ... and whole over TCP.
     let r = tcp(d.tcp, &query("big.example.com.", RecordType::A));
     assert!(!r.metadata.truncation);
-    assert_eq!(v4s(&r).len(), 100);
+    assert_eq!(common::ipv4s(&r).len(), 100);
 }
 
 #[test]

@@ -45,15 +45,7 @@ rules:
     result: loop.alias.test
 "#;
 
-fn a(m: &Message) -> Vec<Ipv4Addr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
-}
+use common::ipv4s as a;
 
 fn names(m: &Message) -> Vec<String> {
     m.answers

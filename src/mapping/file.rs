@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -115,6 +115,35 @@ pub fn read_source(path: &Path) -> Result<SourceText, MappingError> {
         hash: fnv1a(&bytes),
         files,
     })
+}
+
+/// A fingerprint of the source's metadata (device, inode, size, mtime and ctime of the file, or
+/// of the directory and each of its mapping files, symlinks followed): equal fingerprints mean
+/// nothing was written. `None` if anything cannot be read (the caller then reads the source to
+/// report the error).
+pub fn stat_signature(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut fields: Vec<i64> = Vec::new();
+    let mut add = |m: &std::fs::Metadata| {
+        fields.extend([m.dev() as i64, m.ino() as i64, m.len() as i64]);
+        fields.extend([m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()]);
+    };
+    let meta = std::fs::metadata(path).ok()?;
+    add(&meta);
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            if let Ok(m) = std::fs::metadata(&e) {
+                add(&m);
+            }
+        }
+    }
+    let bytes: Vec<u8> = fields.iter().flat_map(|f| f.to_le_bytes()).collect();
+    Some(fnv1a(&bytes))
 }
 
 /// Parses and validates a whole source; a name defined in two files is an error naming both.

@@ -78,6 +78,7 @@ impl Reloader {
         let (tx, rx) = mpsc::channel();
         let mut state = State {
             current_hash: shared.load().content_hash,
+            last_sig: None,
             path,
             default_ttl,
             shared,
@@ -89,7 +90,7 @@ impl Reloader {
         // Arm the watch before returning, so that no change made after start() returns can be
         // missed; then compare once, for a change made between the first load and the watch.
         state.arm_watch();
-        state.reload(false);
+        state.poll();
         let thread = std::thread::Builder::new()
             .name("reload".into())
             .spawn(move || state.run(rx, poll_interval))?;
@@ -118,6 +119,8 @@ struct State {
     shared: SharedMapping,
     stats: Arc<ReloadStats>,
     current_hash: u64,
+    /// Metadata fingerprint of the source at the last poll.
+    last_sig: Option<u64>,
     /// The last failure, so that a poll seeing the same broken file does not log it again.
     last_error: Option<String>,
     watch: Option<Watch>,
@@ -169,7 +172,7 @@ impl State {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {
                     self.rearm_if_moved();
-                    self.reload(false);
+                    self.poll();
                     next_poll = Instant::now() + poll_interval;
                 }
             }
@@ -238,6 +241,20 @@ impl State {
         }
     }
 
+    /// The timer's check: re-read only if the files' metadata changed (a stat per file every
+    /// poll, instead of reading and hashing the whole mapping: a 100k-name file is 4 MB).
+    fn poll(&mut self) {
+        let sig = file::stat_signature(&self.path);
+        if sig.is_some() && sig == self.last_sig {
+            return;
+        }
+        self.last_sig = sig;
+        self.reload(false);
+    }
+
+    /// Reads and hashes the source, and publishes it if the content changed (watch events and
+    /// SIGHUP come here directly: they say something changed even if the metadata looks the
+    /// same, e.g. on a file system with coarse timestamps).
     fn reload(&mut self, force: bool) {
         let t0 = Instant::now();
         let source = match file::read_source(&self.path) {

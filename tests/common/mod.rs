@@ -191,6 +191,17 @@ pub fn tcp(addr: SocketAddr, msg: &Message) -> Message {
     reply
 }
 
+/// The IPv4 addresses in a reply's answer section, in order.
+pub fn ipv4s(m: &Message) -> Vec<std::net::Ipv4Addr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
 /// An upstream that never answers: a UDP socket that swallows queries and a TCP listener on
 /// the same port whose connections are accepted by the kernel and then never read.
 pub struct BlackHole {
