@@ -454,23 +454,44 @@ pub fn run(config: Config) -> Result<(), Error> {
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
+        // Handlers first: a SIGTERM that arrives while starting must still mean a clean stop,
+        // not the default action (death by signal).
+        let signals = Signals::install();
         let running = start(config).await?;
         // Start-up is over: its code need not stay resident (see `sys`).
         sys::release_code_pages();
-        wait_for_stop(&running).await;
+        wait_for_stop(&running, signals).await;
         running.shutdown().await;
         Ok(())
     })
 }
 
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment they are installed.
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => Signals(Some((t, i, h))),
+            _ => Signals(None),
+        }
+    }
+}
+
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads the mapping.
-async fn wait_for_stop(running: &Running) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn wait_for_stop(running: &Running, signals: Signals) {
+    let Some((mut term, mut int, mut hup)) = signals.0 else {
         // Without signal handlers there is no clean way to stop; serve until killed.
         warn!("cannot install signal handlers; serving until killed");
         return std::future::pending::<()>().await;

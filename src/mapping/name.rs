@@ -68,7 +68,8 @@ pub fn wire_to_text(wire: &[u8]) -> String {
 
 /// Writes the presentation form of a lower-cased wire name, without the trailing dot, into
 /// `buf` (no allocation: the rules are matched against it on the query path). `None` if the
-/// name is not UTF-8 (no rule can match it then).
+/// name is not UTF-8 or has a '.' inside a label (found by fuzzing: `\x0aweb-1.pods\x07example`
+/// would read as three labels and match a rule written for three); no rule can match those.
 pub fn wire_to_text_in<'a>(wire: &[u8], buf: &'a mut [u8; 256]) -> Option<&'a str> {
     let mut at = 0;
     let mut len = 0;
@@ -77,6 +78,9 @@ pub fn wire_to_text_in<'a>(wire: &[u8], buf: &'a mut [u8; 256]) -> Option<&'a st
             break;
         }
         let label = wire.get(at + 1..at + 1 + l as usize)?;
+        if label.contains(&b'.') {
+            return None;
+        }
         if len > 0 {
             *buf.get_mut(len)? = b'.';
             len += 1;
