@@ -43,6 +43,8 @@ rules:
   - host: 'loop\.alias\.test'
     regex: true
     result: loop.alias.test
+  - host: apex.alias.test
+    result: example.org
 "#;
 
 use common::ipv4s as a;
@@ -198,6 +200,24 @@ fn alias_to_a_mapped_name_and_alias_loops() {
         ResponseCode::ServFail,
         "8 levels, then SERVFAIL"
     );
+}
+
+/// Names inside the target's RDATA (here an SOA's MNAME and RNAME) are written out in full:
+/// hickory's compression pointers would be relative to the upstream's message, not ours.
+#[test]
+fn alias_answers_with_names_in_rdata_are_well_formed() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let r = udp(d.udp, &query("apex.alias.test.", RecordType::SOA));
+    assert_eq!(r.answers.len(), 1);
+    match &r.answers[0].data {
+        RData::SOA(soa) => {
+            assert_eq!(soa.mname.to_ascii(), "ns.example.org.");
+            assert_eq!(soa.rname.to_ascii(), "hostmaster.example.org.");
+        }
+        other => panic!("not an SOA: {other:?}"),
+    }
+    assert_eq!(r.answers[0].name.to_ascii(), "apex.alias.test.");
 }
 
 #[test]

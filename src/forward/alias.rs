@@ -22,7 +22,7 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RecordType;
-use hickory_resolver::proto::serialize::binary::BinEncodable;
+use hickory_resolver::proto::serialize::binary::{BinEncodable, BinEncoder};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::warn;
 
@@ -232,7 +232,7 @@ impl AliasResolver {
                         .saturating_duration_since(Instant::now());
                     let left = u32::try_from(left.as_secs()).unwrap_or(u32::MAX);
                     for r in lookup.answers().iter().filter(|r| r.record_type() == rt) {
-                        let Ok(rdata) = r.data.to_bytes() else {
+                        let Some(rdata) = uncompressed(&r.data) else {
                             continue;
                         };
                         let ttl = r.ttl.min(left).min(*cap);
@@ -251,6 +251,18 @@ impl AliasResolver {
             Resolved::NoData
         }
     }
+}
+
+/// RDATA bytes with every name written out in full: copied into our reply at another offset, a
+/// compression pointer (hickory's `to_bytes` compresses names relative to the RDATA itself)
+/// would point into our header (found by the fuzzing review, e.g. an alias to a zone apex asked
+/// for SOA). Canonical form (RFC 4034 §6.2) never compresses.
+fn uncompressed(rdata: &hickory_resolver::proto::rr::RData) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_canonical_form(true);
+    rdata.emit(&mut encoder).ok()?;
+    Some(buf)
 }
 
 /// Serves alias queries handed over by the UDP workers until every sender is gone.
