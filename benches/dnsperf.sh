@@ -6,6 +6,8 @@
 #   ROUNDS=1 DURATION=5 benches/dnsperf.sh   # a quick look (about 4 min)
 #   SOAK=600 benches/dnsperf.sh soak      # saturation soak: mixed local+forwarded load for SOAK
 #                                         # seconds, RSS sampled every 10 s (issue: flat RSS)
+#   benches/dnsperf.sh reload             # a 100,000-name mapping: RSS, and local-answer QPS while
+#                                         # the mapping is rewritten (and reloaded) every second
 #
 # Needs (Debian): dnsperf knot dnsmasq dnsdist, python3. Everything listens on loopback only
 # (ports 15353-15370) and every load loop is bounded in time by the harness (dnsperf -l).
@@ -27,7 +29,7 @@ for tool in dnsperf knotd dnsmasq dnsdist python3; do
 done
 
 echo "== building the static release binary (as the image does)"
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$REPO/target/static" \
+RUSTFLAGS="-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" CARGO_TARGET_DIR="$REPO/target/static" \
   cargo build --release --locked --target x86_64-unknown-linux-gnu
 BIN="$REPO/target/static/x86_64-unknown-linux-gnu/release/splitdns"
 
@@ -58,6 +60,37 @@ if [[ "$MODE" == soak ]]; then
   wait "$load" || true
   grep -E "Queries (sent|completed|lost)|Queries per second|Response codes" "$WORK/soak-dnsperf.txt"
   kill -0 "$pid" && echo "splitdns alive after the soak"
+  exit 0
+fi
+
+if [[ "$MODE" == reload ]]; then
+  N=100000
+  python3 - "$N" <<'PY'
+import sys
+n = int(sys.argv[1])
+for variant, path in ((0, "data/big-a.yaml"), (1, "data/big-b.yaml")):
+    with open(path, "w") as f:
+        f.write("ttl: 5\nhosts:\n")
+        for i in range(n):
+            f.write(f"  kurrentdb-{i}.big.example.com: 10.{variant}.{(i >> 8) & 255}.{i & 255}\n")
+with open("data/big-local.txt", "w") as f:
+    for i in range(0, n, 97):
+        f.write(f"kurrentdb-{i}.big.example.com A\n")
+PY
+  cp data/big-a.yaml data/big.yaml
+  SPLITDNS_MAPPING="$PWD/data/big.yaml" ./peers.sh start upstream splitdns
+  pid=$(head -1 run/splitdns.pid)
+  echo "== 100,000 names loaded: RSS $(awk '/VmRSS/{print $2}' /proc/"$pid"/status) kB"
+  run_load() { timeout 40 taskset -c 0 dnsperf -s 127.0.0.1 -p 15370 -d data/big-local.txt -l 10 -c 4 -q 100 -T 1 -t 2 2>&1 | grep -E "Queries per second|Queries lost"; }
+  echo "== 10 s of local answers, mapping untouched"
+  run_load
+  echo "== 10 s of local answers, mapping rewritten (a then b then a ...) every second"
+  ( for i in $(seq 1 10); do sleep 1; if (( i % 2 )); then cp data/big-b.yaml data/big.yaml.tmp; else cp data/big-a.yaml data/big.yaml.tmp; fi; mv data/big.yaml.tmp data/big.yaml; done ) &
+  run_load
+  wait
+  grep -c "mapping reloaded" logs/splitdns.log | sed 's/^/reloads logged: /'
+  grep "mapping reloaded" logs/splitdns.log | tail -2
+  echo "== RSS after: $(awk '/VmRSS/{print $2}' /proc/"$pid"/status) kB"
   exit 0
 fi
 
