@@ -46,7 +46,7 @@ if [[ "$MODE" == soak ]]; then
   SOAK="${SOAK:-600}"
   ./peers.sh start upstream splitdns
   ./peers.sh check
-  pid=$(cat run/splitdns.pid 2>/dev/null | head -1)
+  pid=$(awk 'NR==1{print $1}' run/splitdns.pid)
   # A mixed query file: the 300 mapped names and forwarded names, interleaved.
   paste -d '\n' data/local.txt <(head -n "$(wc -l < data/local.txt)" data/forward.txt) > data/mixed.txt
   echo "== soak: ${SOAK}s of saturation load, RSS every 10 s (pid $pid)"
@@ -65,6 +65,7 @@ fi
 
 if [[ "$MODE" == reload ]]; then
   N=100000
+  ./peers.sh gen >/dev/null
   python3 - "$N" <<'PY'
 import sys
 n = int(sys.argv[1])
@@ -79,7 +80,7 @@ with open("data/big-local.txt", "w") as f:
 PY
   cp data/big-a.yaml data/big.yaml
   SPLITDNS_MAPPING="$PWD/data/big.yaml" ./peers.sh start upstream splitdns
-  pid=$(head -1 run/splitdns.pid)
+  pid=$(awk 'NR==1{print $1}' run/splitdns.pid)
   echo "== 100,000 names loaded: RSS $(awk '/VmRSS/{print $2}' /proc/"$pid"/status) kB"
   run_load() { timeout 40 taskset -c 0 dnsperf -s 127.0.0.1 -p 15370 -d data/big-local.txt -l 10 -c 4 -q 100 -T 1 -t 2 2>&1 | grep -E "Queries per second|Queries lost"; }
   echo "== 10 s of local answers, mapping untouched"

@@ -94,8 +94,8 @@ impl SnapshotBuilder {
         self.origins.len() as u32 - 1
     }
 
-    /// Adds one name; on a duplicate returns where the first definition is ("line N" or
-    /// "other.yaml:N").
+    /// Adds one name; on a duplicate returns the message, naming where the first definition is
+    /// ("line N" in the same file, "other.yaml:N" in another).
     pub fn add(
         &mut self,
         file: u32,
@@ -110,11 +110,15 @@ impl SnapshotBuilder {
             .find(hash, |&i| *recs[i as usize].name == name[..])
         {
             let (first_file, loc) = &self.locs[i as usize];
-            return Err(if *first_file == file {
+            let first = if *first_file == file {
                 format!("line {}", loc.line())
             } else {
                 format!("{}:{}", self.origins[*first_file as usize], loc.line())
-            });
+            };
+            return Err(format!(
+                "duplicate name {} (names are case-insensitive; first defined at {first})",
+                name::wire_to_text(&name)
+            ));
         }
         let index = self.recs.len() as u32;
         let (recs, hasher) = (&self.recs, &self.hasher);

@@ -93,7 +93,11 @@ impl Reloader {
         state.poll();
         let thread = std::thread::Builder::new()
             .name("reload".into())
-            .spawn(move || state.run(rx, poll_interval))?;
+            .spawn(move || {
+                // Queries first: reloading only uses CPU the query path leaves over.
+                crate::sys::background_priority();
+                state.run(rx, poll_interval)
+            })?;
         Ok(Reloader {
             tx,
             thread: Some(thread),
