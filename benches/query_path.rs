@@ -60,5 +60,45 @@ fn validate_reply(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decide, validate_reply);
+/// Issue 7's bound: with 100 regex rules, a name answered by a rule costs at most 2x an exact
+/// name. The worst case is the last rule; a forwarded name pays the rule scan too.
+fn rules(c: &mut Criterion) {
+    let mut yaml = String::from("hosts:\n");
+    for i in 0..300 {
+        yaml.push_str(&format!(
+            "  kurrentdb-{i}.kurrentdb.example.com: 10.1.{}.{}\n",
+            i / 250,
+            i % 250
+        ));
+    }
+    yaml.push_str("rules:\n");
+    for i in 0..100 {
+        yaml.push_str(&format!(
+            "  - host: 'db-(\\d+)\\.svc{i}\\.example\\.com'\n    regex: true\n    result: 10.9.{}.{}\n",
+            i / 250,
+            i % 250
+        ));
+    }
+    let snap = file::parse(&yaml, "bench", 5).unwrap();
+    assert_eq!(snap.rule_count(), 100);
+    let mut out = vec![0u8; 1232];
+    let exact = raw_query("kurrentdb-42.kurrentdb.example.com", wire::rtype::A);
+    let first = raw_query("db-7.svc0.example.com", wire::rtype::A);
+    let last = raw_query("db-7.svc99.example.com", wire::rtype::A);
+    let fwd = raw_query("u1234-5678.dyn.example.net", wire::rtype::A);
+    let mut g = c.benchmark_group("rules_100");
+    for (name, q) in [
+        ("exact_name", &exact),
+        ("first_rule", &first),
+        ("last_rule", &last),
+        ("forward", &fwd),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| answer::decide(black_box(q), &snap, Transport::Udp, &mut out))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decide, validate_reply, rules);
 criterion_main!(benches);
