@@ -20,7 +20,8 @@ fn raw_query(name: &str, qtype: u16) -> Vec<u8> {
     m
 }
 
-fn decide(c: &mut Criterion) {
+/// The bench harness's mapping: 300 names, as in ../shared/bench.
+fn mapping_300() -> String {
     let mut yaml = String::from("hosts:\n");
     for i in 0..300 {
         yaml.push_str(&format!(
@@ -29,6 +30,11 @@ fn decide(c: &mut Criterion) {
             i % 250
         ));
     }
+    yaml
+}
+
+fn decide(c: &mut Criterion) {
+    let yaml = mapping_300();
     let snap = file::parse(&yaml, "bench", 5).unwrap();
     let mut out = vec![0u8; 1232];
     let a = raw_query("KurrentDB-42.kurrentdb.example.com", wire::rtype::A);
@@ -63,14 +69,7 @@ fn validate_reply(c: &mut Criterion) {
 /// Issue 7's bound: with 100 regex rules, a name answered by a rule costs at most 2x an exact
 /// name. The worst case is the last rule; a forwarded name pays the rule scan too.
 fn rules(c: &mut Criterion) {
-    let mut yaml = String::from("hosts:\n");
-    for i in 0..300 {
-        yaml.push_str(&format!(
-            "  kurrentdb-{i}.kurrentdb.example.com: 10.1.{}.{}\n",
-            i / 250,
-            i % 250
-        ));
-    }
+    let mut yaml = mapping_300();
     yaml.push_str("rules:\n");
     for i in 0..100 {
         yaml.push_str(&format!(
