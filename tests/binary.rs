@@ -34,6 +34,8 @@ struct Proc {
     addr: std::net::SocketAddr,
     /// The log lines up to and including `splitdns started`.
     startup: Vec<String>,
+    /// Later log lines. Dropping it closes the daemon's stderr at its next line.
+    rest: Option<mpsc::Receiver<String>>,
 }
 
 impl Drop for Proc {
@@ -76,6 +78,7 @@ fn start_cmd(mut cmd: Command) -> Proc {
         child,
         addr: "0.0.0.0:0".parse().unwrap(),
         startup: Vec::new(),
+        rest: None,
     };
     loop {
         let line = rx
@@ -87,6 +90,7 @@ fn start_cmd(mut cmd: Command) -> Proc {
         let done = line.contains("splitdns started");
         proc.startup.push(line);
         if done {
+            proc.rest = Some(rx);
             return proc;
         }
     }
@@ -117,8 +121,9 @@ fn binary_logs_its_real_port_answers_and_exits_0_on_sigterm() {
     let r = udp(addr, &query("www.example.org.", RecordType::A));
     assert_eq!(r.answers.len(), 1);
 
-    // By now nobody reads the daemon's stderr any more (the reader stopped with start-up), so
-    // its shutdown log lines hit a closed pipe: that must not turn into a panic.
+    // Nobody reads the daemon's stderr any more, so its shutdown log lines hit a closed pipe:
+    // that must not turn into a panic.
+    p.rest = None;
     p.signal("-TERM");
     let code = p.child.wait().unwrap();
     assert_eq!(code.code(), Some(0), "clean exit on SIGTERM");
@@ -337,28 +342,20 @@ fn sigterm_drains_an_in_flight_forward_then_exits_0() {
 fn query_log_prints_one_line_per_query_when_enabled() {
     let up = upstream::start();
     let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
-    let mut cmd = splitdns();
-    cmd.args([
+    let mut p = start(&[
         "--listen",
         "127.0.0.1:0",
         "--mapping",
         mapping.to_str().unwrap(),
-    ])
-    .args(["--upstream", &up.addr.to_string(), "--query-log"]);
-    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let addr: std::net::SocketAddr = loop {
-        let line = lines.next().expect("start-up lines");
-        if let Some(a) = line.split("listening on udp ").nth(1) {
-            break a.trim().parse().unwrap();
-        }
-    };
-    udp(addr, &query("Db-0.db.example.com.", RecordType::A));
-    let logged = lines.find(|l| l.contains("query") && l.contains("Db-0.db.example.com."));
-    let _ = child.kill();
-    let _ = child.wait();
+        "--upstream",
+        &up.addr.to_string(),
+        "--query-log",
+    ]);
+    udp(p.addr, &query("Db-0.db.example.com.", RecordType::A));
+    let rest = p.rest.take().expect("the log after start-up");
+    // Bounded wait: a missing line fails the test instead of hanging it.
+    let logged = std::iter::from_fn(|| rest.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|l| l.contains("query") && l.contains("Db-0.db.example.com."));
     let line = logged.expect("a query log line");
     assert!(
         line.contains("outcome=\"local_answer\"") || line.contains("outcome=local_answer"),
