@@ -181,7 +181,6 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         alias,
         stats: stats.block(Proto::Tcp),
         limits: TcpLimits {
-            max_connections: config.tcp_max_connections,
             idle_timeout: config.tcp_idle_timeout,
             max_queries: config.tcp_max_queries,
         },

@@ -152,10 +152,6 @@ impl Totals {
     pub fn upstream_timeouts(&self) -> u64 {
         self.upstreams.iter().map(|u| u.timeouts).sum()
     }
-
-    pub fn upstream_errors(&self) -> u64 {
-        self.upstreams.iter().map(|u| u.errors).sum()
-    }
 }
 
 impl Stats {

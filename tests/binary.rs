@@ -19,8 +19,26 @@ fn splitdns() -> Command {
     c
 }
 
+/// `--listen 127.0.0.1:0 --mapping MAPPING --upstream UPSTREAM` followed by `extra`.
+fn serve_args(
+    mapping: impl AsRef<std::path::Path>,
+    upstream: impl ToString,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--mapping".to_owned(),
+        mapping.as_ref().display().to_string(),
+        "--upstream".to_owned(),
+        upstream.to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// Runs the binary expecting it to fail at start; returns (exit code, stderr).
-fn fails(args: &[&str]) -> (i32, String) {
+fn fails<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String) {
     let out = splitdns().args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -57,7 +75,7 @@ impl Proc {
 
 /// Starts the binary and waits until it has logged `splitdns started` (every socket bound and
 /// the reloader running); the UDP address comes from its `listening on udp ADDR` line.
-fn start(args: &[&str]) -> Proc {
+fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Proc {
     let mut cmd = splitdns();
     cmd.args(args);
     start_cmd(cmd)
@@ -100,14 +118,7 @@ fn start_cmd(mut cmd: Command) -> Proc {
 fn binary_logs_its_real_port_answers_and_exits_0_on_sigterm() {
     let up = upstream::start();
     let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
-    let mut p = start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--upstream",
-        &up.addr.to_string(),
-    ]);
+    let mut p = start(&serve_args(mapping, up.addr, &[]));
     let addr = p.addr;
     assert_ne!(addr.port(), 0, "the real port is logged");
     let tcp_line = format!("listening on tcp {addr}");
@@ -135,28 +146,14 @@ fn bad_mapping_at_start_exits_non_zero_naming_file_and_line() {
         "bad.yaml",
         "hosts:\n  db-0.db.example.com: 10.42.0.12\n  db-1.db.example.com: 10.42.0.999\n",
     );
-    let (code, err) = fails(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--mapping",
-        bad.to_str().unwrap(),
-        "--upstream",
-        "127.0.0.1:9",
-    ]);
+    let (code, err) = fails(&serve_args(&bad, "127.0.0.1:9", &[]));
     assert_ne!(code, 0);
     let expected = format!("{}:3:", bad.display());
     assert!(err.contains(&expected), "names file and line: {err}");
     assert!(err.contains("invalid IP address \"10.42.0.999\""), "{err}");
     assert!(!err.contains("listening on"), "nothing half-started: {err}");
 
-    let (code, err) = fails(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--mapping",
-        "/nonexistent/m.yaml",
-        "--upstream",
-        "127.0.0.1:9",
-    ]);
+    let (code, err) = fails(&serve_args("/nonexistent/m.yaml", "127.0.0.1:9", &[]));
     assert_ne!(code, 0);
     assert!(
         err.contains("/nonexistent/m.yaml") && err.contains("No such file"),
@@ -224,16 +221,7 @@ fn sighup_reloads_the_mapping_at_once() {
     }
     symlink("a", base.join("current")).unwrap();
     let mapping = base.join("current/m.yaml");
-    let p = start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--upstream",
-        &up.addr.to_string(),
-        "--poll-interval",
-        "1h",
-    ]);
+    let p = start(&serve_args(mapping, up.addr, &["--poll-interval", "1h"]));
     let addr = p.addr;
     let ip = |addr| {
         let r = udp(addr, &query("db-0.db.example.com.", RecordType::A));
@@ -313,16 +301,11 @@ fn sigterm_drains_an_in_flight_forward_then_exits_0() {
         }
     });
     let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
-    let mut p = start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--upstream",
-        &slow_addr.to_string(),
-        "--upstream-timeout",
-        "3s",
-    ]);
+    let mut p = start(&serve_args(
+        mapping,
+        slow_addr,
+        &["--upstream-timeout", "3s"],
+    ));
     let addr = p.addr;
     let client = std::thread::spawn(move || {
         let q = query("slow.example.org.", RecordType::A).to_vec().unwrap();
@@ -342,15 +325,7 @@ fn sigterm_drains_an_in_flight_forward_then_exits_0() {
 fn query_log_prints_one_line_per_query_when_enabled() {
     let up = upstream::start();
     let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
-    let mut p = start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--upstream",
-        &up.addr.to_string(),
-        "--query-log",
-    ]);
+    let mut p = start(&serve_args(mapping, up.addr, &["--query-log"]));
     udp(p.addr, &query("Db-0.db.example.com.", RecordType::A));
     let rest = p.rest.take().expect("the log after start-up");
     // Bounded wait: a missing line fails the test instead of hanging it.

@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_saphyr::{Location, Spanned};
 
 use super::rules::{self, Rule, RuleResult};
-use super::{Entry, Snapshot, SnapshotBuilder, fnv1a, name};
+use super::{Entry, Fnv1a, Snapshot, SnapshotBuilder, fnv1a, name};
 
 /// RFC 2181 §8: a TTL is an unsigned 31-bit number.
 pub const MAX_TTL: u32 = 0x7fff_ffff;
@@ -104,15 +104,14 @@ pub fn read_source(path: &Path) -> Result<SourceText, MappingError> {
         let text = std::fs::read_to_string(path).map_err(read_err(origin.clone()))?;
         files.push((origin, text));
     }
-    let mut bytes = Vec::new();
+    let mut hash = Fnv1a::default();
     for (name, text) in &files {
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(text.as_bytes());
-        bytes.push(0);
+        for part in [name.as_bytes(), &[0], text.as_bytes(), &[0]] {
+            hash.update(part);
+        }
     }
     Ok(SourceText {
-        hash: fnv1a(&bytes),
+        hash: hash.0,
         files,
     })
 }

@@ -175,8 +175,13 @@ impl SnapshotBuilder {
             let v4 = rec.entry.v4.iter().map(|a| IpAddr::V4(*a));
             let v6 = rec.entry.v6.iter().map(|a| IpAddr::V6(*a));
             for ip in v4.chain(v6) {
-                if by_addr.try_insert_or_skip(ip, i as u32) {
-                    more_owners.entry(ip).or_default().push(i as u32);
+                match by_addr.entry(ip) {
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(i as u32);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        more_owners.entry(ip).or_default().push(i as u32);
+                    }
                 }
             }
         }
@@ -191,23 +196,6 @@ impl SnapshotBuilder {
             rules,
             content_hash,
         })
-    }
-}
-
-/// `HashMap::try_insert` for stable Rust: inserts if absent, else reports a clash.
-trait TryInsert<K, V> {
-    fn try_insert_or_skip(&mut self, k: K, v: V) -> bool;
-}
-
-impl<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher> TryInsert<K, V> for HashMap<K, V, S> {
-    fn try_insert_or_skip(&mut self, k: K, v: V) -> bool {
-        match self.entry(k) {
-            std::collections::hash_map::Entry::Occupied(_) => true,
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(v);
-                false
-            }
-        }
     }
 }
 
@@ -328,10 +316,25 @@ pub fn short_hash(hash: u64) -> String {
 
 /// FNV-1a, 64 bit: a stable content fingerprint (not a security boundary).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = Fnv1a::default();
+    h.update(bytes);
+    h.0
+}
+
+/// FNV-1a fed in pieces, for content spread over several buffers (no copy into one).
+pub struct Fnv1a(pub u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
     }
-    h
+}
+
+impl Fnv1a {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }

@@ -34,8 +34,6 @@ pub const PIPELINE_DEPTH: usize = 32;
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
-    /// Connections served at once.
-    pub max_connections: usize,
     /// A connection with no complete query for this long is closed (RFC 7766 §6.2.3).
     pub idle_timeout: Duration,
     /// Queries served on one connection before it is closed (after answering them all).
