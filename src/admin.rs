@@ -31,12 +31,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::dns::answer::Outcome;
-use crate::forward::health::UpstreamHealth;
-use crate::forward::probe::LoopGuard;
-use crate::forward::udp::UdpRelay;
 use crate::mapping::SharedMapping;
 use crate::mapping::reload::ReloadStats;
 use crate::stats::{HistogramTotals, LATENCY_BUCKETS, Stats};
+use crate::upstream::health::UpstreamHealth;
+use crate::upstream::probe::LoopGuard;
+use crate::upstream::udp::UdpRelay;
 
 /// Admin connections served at once; more wait in the kernel backlog.
 const MAX_CONNECTIONS: usize = 16;
@@ -68,7 +68,7 @@ impl AdminState {
             );
         }
         if !self.health.any_answered_within(self.ready_window) {
-            let ups: Vec<String> = (0..self.health.len())
+            let ups: Vec<String> = (0..self.health.count())
                 .map(|u| self.health.addr(u).to_string())
                 .collect();
             return Err(format!(
@@ -259,7 +259,7 @@ impl Collector for Metrics {
             &t.forward_latency,
         )?;
         let per_upstream = |f: &dyn Fn(usize) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
-            (0..s.health.len())
+            (0..s.health.count())
                 .map(|u| (vec![("upstream", s.health.addr(u).to_string())], f(u)))
                 .collect()
         };
@@ -267,14 +267,21 @@ impl Collector for Metrics {
         family(
             &mut e,
             "splitdns_upstream_requests",
-            "Queries sent to each upstream (retries included).",
+            "Copies of queries sent to each upstream (re-sends included).",
             MetricType::Counter,
             &per_upstream(&|u| up(u).requests as f64),
         )?;
         family(
             &mut e,
+            "splitdns_upstream_retransmits",
+            "Copies re-sent to each upstream after a retransmission timeout or a failed attempt.",
+            MetricType::Counter,
+            &per_upstream(&|u| up(u).retransmits as f64),
+        )?;
+        family(
+            &mut e,
             "splitdns_upstream_timeouts",
-            "Queries an upstream did not answer in time.",
+            "Copies an upstream did not answer before their retransmission timer fired.",
             MetricType::Counter,
             &per_upstream(&|u| up(u).timeouts as f64),
         )?;
@@ -288,7 +295,7 @@ impl Collector for Metrics {
         family(
             &mut e,
             "splitdns_upstream_healthy",
-            "1 while the upstream is used, 0 while it is skipped after consecutive failures.",
+            "1 while the upstream is up, 0 while it is down (silent for the window while asked).",
             MetricType::Gauge,
             &per_upstream(&|u| f64::from(u8::from(s.health.is_healthy(u)))),
         )?;

@@ -106,9 +106,21 @@ pub struct Serve {
     #[arg(long, env = "SPLITDNS_PROBE_INTERVAL", default_value = "5s", value_parser = duration)]
     pub probe_interval: Duration,
 
-    /// Skip an upstream after this many consecutive failures, until a probe succeeds.
-    #[arg(long, env = "SPLITDNS_UNHEALTHY_AFTER", default_value_t = 3)]
-    pub unhealthy_after: u32,
+    /// Mark an upstream down when it has answered nothing for this long while being asked
+    /// (never because single queries were lost). A down upstream is still asked now and then and
+    /// probed every 50 ms; its first reply marks it up.
+    #[arg(long, env = "SPLITDNS_UNHEALTHY_AFTER", default_value = "1s", value_parser = duration)]
+    pub unhealthy_after: Duration,
+
+    /// Serve-stale (RFC 8767), off by default: keep the last good reply of forwarded names and,
+    /// when no upstream answers within the budget, answer with it (TTL 30 s) for up to this long
+    /// past its TTL.
+    #[arg(long, env = "SPLITDNS_SERVE_STALE", value_parser = duration)]
+    pub serve_stale: Option<Duration>,
+
+    /// Memory for serve-stale replies (e.g. 1MiB, 512KiB, 100000).
+    #[arg(long, env = "SPLITDNS_STALE_CACHE_SIZE", default_value = "1MiB", value_parser = bytes)]
+    pub stale_cache_size: usize,
 
     /// Log one line per query (off by default: the hot path logs nothing).
     #[arg(long, env = "SPLITDNS_QUERY_LOG")]
@@ -149,6 +161,24 @@ fn upstream(s: &str) -> Result<SocketAddr, String> {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
+}
+
+fn bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 1MiB, 512KiB or 100000"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 fn ttl(s: &str) -> Result<u32, String> {
@@ -202,7 +232,9 @@ impl Serve {
             poll_interval: self.poll_interval.max(Duration::from_millis(50)),
             admin: self.admin.0,
             probe_interval: self.probe_interval.max(Duration::from_millis(100)),
-            unhealthy_after: self.unhealthy_after.max(1),
+            unhealthy_after: self.unhealthy_after.max(Duration::from_millis(100)),
+            serve_stale: self.serve_stale,
+            stale_cache_size: self.stale_cache_size,
             query_log: self.query_log,
         })
     }

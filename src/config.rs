@@ -40,8 +40,13 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// How often healthy upstreams are probed (readiness needs an answer within about this).
     pub probe_interval: Duration,
-    /// Consecutive failures after which an upstream is skipped until a probe succeeds.
-    pub unhealthy_after: u32,
+    /// Silence (no valid reply while asked) for this long marks an upstream down.
+    pub unhealthy_after: Duration,
+    /// Serve-stale (RFC 8767): how long past its TTL a kept reply may still be served when no
+    /// upstream answers; `None` (the default) keeps splitdns a pure relay.
+    pub serve_stale: Option<Duration>,
+    /// Bytes of replies kept for serve-stale.
+    pub stale_cache_size: usize,
     /// One log line per query.
     pub query_log: bool,
 }
@@ -64,7 +69,9 @@ impl Config {
             poll_interval: Duration::from_secs(2),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             probe_interval: Duration::from_secs(5),
-            unhealthy_after: 3,
+            unhealthy_after: Duration::from_secs(1),
+            serve_stale: None,
+            stale_cache_size: 1 << 20,
             query_log: false,
         }
     }
@@ -125,7 +132,7 @@ pub fn check_loops(listen: &[SocketAddr], upstreams: &[SocketAddr]) -> Result<()
     if upstreams.is_empty() {
         return Err(ConfigError::NoUpstream("none given".into()));
     }
-    let max = crate::forward::health::MAX_UPSTREAMS;
+    let max = crate::upstream::health::MAX_UPSTREAMS;
     if upstreams.len() > max {
         return Err(ConfigError::TooManyUpstreams {
             max,

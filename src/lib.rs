@@ -7,7 +7,7 @@
 //! server::udp::serve / server::tcp        receive
 //!   -> dns::answer::decide                parse header + question, look the name up
 //!        mapped     -> local answer       written into a reused buffer, sent back
-//!        not mapped -> forward::udp/tcp   bytes to the upstream, reply bytes back
+//!        not mapped -> upstream::udp/tcp  bytes to the upstream, reply bytes back
 //! ```
 //!
 //! [`start`] wires the pieces and returns a handle that tests drive; [`run`] is the daemon.
@@ -15,14 +15,15 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod alias;
 pub mod cli;
 pub mod config;
 pub mod dns;
-pub mod forward;
 pub mod mapping;
 pub mod server;
 pub mod stats;
 pub mod sys;
+pub mod upstream;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -38,15 +39,16 @@ pub use config::{Config, ConfigError, MappingSource};
 pub use mapping::{MappingError, SharedMapping, Snapshot};
 
 use admin::AdminState;
-use forward::alias::AliasResolver;
-use forward::health::UpstreamHealth;
-use forward::probe::LoopGuard;
-use forward::tcp::TcpForwarder;
-use forward::udp::UdpRelay;
+use alias::AliasResolver;
 use mapping::reload::{ReloadStats, Reloader};
 use server::tcp::{TcpContext, TcpLimits};
 use server::udp::UdpWorker;
 use stats::{Proto, Stats, Totals};
+use upstream::health::UpstreamHealth;
+use upstream::probe::LoopGuard;
+use upstream::stale::StaleCache;
+use upstream::tcp::TcpForwarder;
+use upstream::udp::UdpRelay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,6 +99,8 @@ pub struct Running {
     admin_addr: Option<SocketAddr>,
     admin: Arc<AdminState>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Shut down for reading at stop: wakes the UDP workers blocked on them.
+    udp_sockets: Vec<Arc<UdpSocket>>,
     /// Stops the TCP listener and the prober at the start of shutdown.
     stop: watch::Sender<bool>,
     /// Stops the admin endpoint at the very end (it reports 503 meanwhile).
@@ -163,6 +167,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         &config.upstreams,
         config.unhealthy_after,
     ));
+    let stale = config
+        .serve_stale
+        .map(|d| Arc::new(StaleCache::new(config.stale_cache_size, d)));
     let loop_guard = Arc::new(LoopGuard::new());
     let stopping = Arc::new(AtomicBool::new(false));
     let (stop, stop_rx) = watch::channel(false);
@@ -173,11 +180,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         config.upstream_timeout,
         mapping.clone(),
     ));
-    let (alias_tx, alias_rx) = tokio::sync::mpsc::channel(forward::alias::QUEUE);
-    tokio::spawn(forward::alias::run_udp(alias.clone(), alias_rx));
+    let (alias_tx, alias_rx) = tokio::sync::mpsc::channel(alias::QUEUE);
+    tokio::spawn(alias::run_udp(alias.clone(), alias_rx));
     let tcp_ctx = Arc::new(TcpContext {
         mapping: mapping.clone(),
-        forwarder: TcpForwarder::new(health.clone(), config.upstream_timeout),
+        forwarder: TcpForwarder::new(health.clone(), config.upstream_timeout, stale.clone()),
         alias,
         stats: stats.block(Proto::Tcp),
         limits: TcpLimits {
@@ -189,42 +196,36 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 
     let mut threads = Vec::new();
     let mut relays = Vec::new();
+    let mut worker_sockets = Vec::new();
     let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
     for (udp_sockets, tcp_listener) in bound {
         let udp_addr = udp_sockets[0].local_addr().map_err(Error::Thread)?;
         for (i, socket) in udp_sockets.into_iter().enumerate() {
             let socket = Arc::new(socket);
             let block = stats.block(Proto::Udp);
-            let relay = Arc::new(
-                UdpRelay::new(
-                    health.clone(),
-                    config.upstream_timeout,
-                    config.max_inflight,
-                    socket.clone(),
-                    block.clone(),
-                    stopping.clone(),
-                )
-                .map_err(Error::UpstreamSocket)?,
-            );
-            for u in 0..relay.upstream_count() {
-                let relay = relay.clone();
-                let grace = config.shutdown_grace;
-                threads.push(spawn(format!("up-{i}-{u}"), move || {
-                    relay.reply_loop(u, grace)
-                })?);
-            }
+            let (relay, relay_loop) = UdpRelay::new(
+                health.clone(),
+                config.upstream_timeout,
+                config.max_inflight,
+                socket.clone(),
+                block.clone(),
+                stale.clone(),
+            )
+            .map_err(Error::UpstreamSocket)?;
+            let grace = config.shutdown_grace;
+            threads.push(spawn(format!("relay-{i}"), move || relay_loop.run(grace))?);
             let worker = UdpWorker {
                 socket: socket.clone(),
                 mapping: mapping.clone(),
                 relay: relay.clone(),
                 stats: block,
-                stopping: stopping.clone(),
                 loop_guard: loop_guard.clone(),
                 query_log: config.query_log,
                 alias: alias_tx.clone(),
             };
             threads.push(spawn(format!("udp-{i}"), move || worker.serve())?);
             relays.push(relay);
+            worker_sockets.push(socket);
         }
         info!("listening on udp {udp_addr}");
         let tcp_addr = tcp_listener.local_addr().map_err(Error::Thread)?;
@@ -275,7 +276,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         );
         tokio::spawn(async move { guard.check(&ups, timeout).await });
     }
-    tokio::spawn(forward::probe::run(
+    tokio::spawn(upstream::probe::run(
         health,
         config.probe_interval,
         config.upstream_timeout,
@@ -308,6 +309,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         admin_addr,
         admin,
         threads,
+        udp_sockets: worker_sockets,
         stop,
         admin_stop,
         tcp_connections,
@@ -416,6 +418,12 @@ impl Running {
         info!("shutting down");
         self.admin.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
+        for socket in &self.udp_sockets {
+            sys::stop_receiving(socket);
+        }
+        for relay in &self.admin.relays {
+            relay.stop();
+        }
         if let Some(r) = self.reloader {
             r.stop();
         }

@@ -62,6 +62,7 @@ impl HistogramTotals {
 #[derive(Default)]
 pub struct UpstreamCounters {
     pub requests: AtomicU64,
+    pub retransmits: AtomicU64,
     pub timeouts: AtomicU64,
     pub errors: AtomicU64,
 }
@@ -99,6 +100,14 @@ impl WorkerStats {
         }
     }
 
+    /// A copy of a query sent again (counted in `requests` too).
+    pub fn upstream_retransmit(&self, u: usize) {
+        if let Some(c) = self.upstreams.get(u) {
+            c.retransmits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A copy sent to `u` was not answered before its retransmission timer fired.
     pub fn upstream_timeout(&self, u: usize) {
         if let Some(c) = self.upstreams.get(u) {
             c.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -129,6 +138,7 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpstreamTotals {
     pub requests: u64,
+    pub retransmits: u64,
     pub timeouts: u64,
     pub errors: u64,
 }
@@ -151,6 +161,10 @@ impl Totals {
 
     pub fn upstream_timeouts(&self) -> u64 {
         self.upstreams.iter().map(|u| u.timeouts).sum()
+    }
+
+    pub fn upstream_retransmits(&self) -> u64 {
+        self.upstreams.iter().map(|u| u.retransmits).sum()
     }
 }
 
@@ -187,6 +201,7 @@ impl Stats {
             }
             for (d, s) in t.upstreams.iter_mut().zip(b.upstreams.iter()) {
                 d.requests += s.requests.load(Ordering::Relaxed);
+                d.retransmits += s.retransmits.load(Ordering::Relaxed);
                 d.timeouts += s.timeouts.load(Ordering::Relaxed);
                 d.errors += s.errors.load(Ordering::Relaxed);
             }

@@ -1,4 +1,4 @@
-//! The one place with `unsafe`: two requests to the kernel about ourselves.
+//! The one place with `unsafe`: two requests to the kernel about ourselves, and one receive call.
 //!
 //! **Start-up code can leave memory** ([`release_code_pages`]). splitdns's resident memory is
 //! mostly its own code, not data (about 3.9 of 4.7 MiB with the bench's 300 names). Start-up
@@ -67,4 +67,46 @@ pub fn background_priority() {
         let tid = libc::gettid();
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
     }
+}
+
+/// `recvfrom(2)` on a UDP socket: the datagram's length and its source, `None` when the kernel
+/// gave no address. That is what a receive returns after [`stop_receiving`]: the way a worker
+/// blocked in it is woken at shutdown without any timeout ticking while idle. (std's
+/// `UdpSocket::recv_from` cannot be used for this: it asserts on the empty address and aborts.)
+pub fn recv_from(
+    socket: &std::net::UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<std::net::SocketAddr>)> {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    // SAFETY: `try_init` hands us zeroed address storage and its size; `recvfrom` writes at
+    // most that many address bytes there and updates the length, and at most `buf.len()` bytes
+    // into `buf`, a valid writable region for the duration of the call. The fd is owned by
+    // `socket`, alive here.
+    let (n, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let got = libc::recvfrom(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                storage.cast(),
+                len,
+            );
+            if got < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(got as usize)
+            }
+        })
+    }?;
+    Ok((n, addr.as_socket()))
+}
+
+/// Wakes every thread blocked in [`recv_from`] on `socket` (they get a zero-length read with no
+/// address), and makes later receives return at once. Sends still work.
+pub fn stop_receiving(socket: &std::net::UdpSocket) {
+    // Linux returns ENOTCONN for an unconnected UDP socket but marks it shut down for reading
+    // and wakes its readers all the same (inet_shutdown).
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
 }

@@ -72,8 +72,10 @@ fn dead_upstream_fails_over_at_once() {
     );
 }
 
+/// A silent first upstream costs a query one retransmission timeout (the initial RTO, 200 ms,
+/// before any RTT sample), not a share of the whole budget.
 #[test]
-fn black_holed_upstream_fails_over_after_its_share_of_the_timeout() {
+fn black_holed_upstream_fails_over_after_one_rto() {
     let hole = faulty::start(|q| {
         if is_probe(q) {
             Act::Answer(1)
@@ -83,14 +85,14 @@ fn black_holed_upstream_fails_over_after_its_share_of_the_timeout() {
     });
     let good = faulty::start(|_| Act::Answer(2));
     let d = Daemon::start_with(MAPPING, vec![hole.addr, good.addr], |c| {
-        c.upstream_timeout = Duration::from_millis(600);
+        c.upstream_timeout = Duration::from_millis(1500);
     });
     let t0 = Instant::now();
     let r = udp(d.udp, &query("www.example.org.", RecordType::A));
     let took = t0.elapsed();
     assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
     assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_millis(1200),
+        took >= Duration::from_millis(150) && took < Duration::from_millis(600),
         "{took:?}"
     );
 }
@@ -109,7 +111,7 @@ fn failing_upstream_is_skipped_then_used_again_when_it_recovers() {
     let second = faulty::start(|_| Act::Answer(2));
     let d = Daemon::start_with(MAPPING, vec![first.addr, second.addr], |c| {
         c.upstream_timeout = Duration::from_millis(400);
-        c.unhealthy_after = 3;
+        c.unhealthy_after = Duration::from_millis(500);
         c.probe_interval = Duration::from_millis(300);
     });
     // Each query waits out the first upstream's share, then the second answers...
@@ -156,32 +158,42 @@ fn failing_upstream_is_skipped_then_used_again_when_it_recovers() {
     }
 }
 
+/// A black hole: every query still gets an answer, SERVFAIL, just before the budget ends (so a
+/// client whose own timeout equals the budget hears it), over UDP and TCP, also once the
+/// upstream is marked down (queries are still forwarded then: see upstream/health.rs).
 #[test]
-fn all_upstreams_unhealthy_gives_servfail_fast() {
+fn black_hole_gets_servfail_within_the_budget_never_silence() {
     let hole = faulty::start(|_| Act::Drop);
     let d = Daemon::start_with(MAPPING, vec![hole.addr], |c| {
         c.upstream_timeout = Duration::from_millis(300);
-        c.unhealthy_after = 2;
+        c.unhealthy_after = Duration::from_millis(300);
     });
-    for _ in 0..2 {
+    for _ in 0..4 {
+        let t0 = Instant::now();
         let r = udp(d.udp, &query("www.example.org.", RecordType::A));
         assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_millis(300),
+            "SERVFAIL at the end of the budget: {took:?}"
+        );
     }
     let t0 = Instant::now();
-    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
-    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
-    assert!(
-        t0.elapsed() < Duration::from_millis(100),
-        "no wait: {:?}",
-        t0.elapsed()
-    );
     let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
     // Local names are unaffected.
+    let t0 = Instant::now();
     let r = udp(d.udp, &query("db-0.db.example.com.", RecordType::A));
     assert_eq!(r.answers.len(), 1);
+    assert!(t0.elapsed() < Duration::from_millis(10));
     let m = d.stats();
     assert!(m.upstream_timeouts() >= 1, "timeouts are counted");
+    assert_eq!(m.get(Outcome::ServFail), 5);
 }
 
 #[test]

@@ -42,10 +42,12 @@ pub enum Outcome {
     BadVers,
     /// Not answered at all: unreadable header or a response (QR=1), never reflected.
     Dropped,
+    /// No upstream answered in time; served the last good reply, TTL 30 (RFC 8767).
+    Stale,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Answer,
         Outcome::NoData,
@@ -56,6 +58,7 @@ impl Outcome {
         Outcome::Refused,
         Outcome::BadVers,
         Outcome::Dropped,
+        Outcome::Stale,
     ];
 
     pub fn label(self) -> &'static str {
@@ -69,6 +72,7 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::BadVers => "badvers",
             Outcome::Dropped => "dropped",
+            Outcome::Stale => "stale",
         }
     }
 }
@@ -81,7 +85,7 @@ pub enum Decision {
     /// Not ours: relay the query bytes upstream. `question_end` lets the relay check the reply.
     Forward { question_end: usize },
     /// Ours, but answered by resolving another name (rule `rule`'s alias): the caller hands the
-    /// query to [`crate::forward::alias`], which answers asynchronously.
+    /// query to [`crate::alias`], which answers asynchronously.
     Alias { rule: usize },
     /// Say nothing (RFC 1035 §4.1.1 gives no way to answer a message we cannot read, and a
     /// response must never be answered, or two servers could ping-pong forever).

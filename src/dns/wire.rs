@@ -273,6 +273,30 @@ pub fn read_edns(
     Ok(edns)
 }
 
+/// Calls `f(rtype, ttl_offset)` for every resource record after the question (answer, authority
+/// and additional sections, OPT included), in order. Fails on a record that runs past the end.
+pub fn for_each_record(
+    msg: &[u8],
+    header: &Header,
+    after_question: usize,
+    mut f: impl FnMut(u16, usize),
+) -> Result<(), WireError> {
+    let mut at = after_question;
+    let total = header.ancount as usize + header.nscount as usize + header.arcount as usize;
+    for _ in 0..total {
+        at = skip_name(msg, at)?;
+        let rtype = u16_at(msg, at)?;
+        let rdlen = u16_at(msg, at + 8)? as usize;
+        let end = at + 10 + rdlen;
+        if end > msg.len() {
+            return Err(WireError::Truncated);
+        }
+        f(rtype, at + 4);
+        at = end;
+    }
+    Ok(())
+}
+
 /// Compares the question sections of a query and a reply, names case-insensitively (the upstream
 /// may legitimately change 0x20 case; RFC 4343). Used to reject spoofed or stray replies.
 pub fn same_question(query: &[u8], reply: &[u8], query_question_end: usize) -> bool {

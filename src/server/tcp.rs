@@ -21,12 +21,13 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+use crate::alias::AliasResolver;
 use crate::dns::answer::{self, Decision, Outcome, Transport};
-use crate::dns::wire::{flag, rcode};
-use crate::forward::alias::AliasResolver;
-use crate::forward::tcp::TcpForwarder;
+use crate::dns::wire::flag;
 use crate::mapping::SharedMapping;
 use crate::stats::WorkerStats;
+use crate::upstream::failure_reply;
+use crate::upstream::tcp::TcpForwarder;
 
 /// Forwarded queries in flight per connection; the reader waits when it is reached.
 pub const PIPELINE_DEPTH: usize = 32;
@@ -305,12 +306,19 @@ fn spawn_forward(
                 ctx.stats.count(Outcome::Forwarded);
                 frame(&reply)
             }
-            Err(()) => {
-                ctx.stats.count(Outcome::ServFail);
-                let mut out = [0u8; 600];
-                match answer::error_reply(&query, rcode::SERVFAIL, &mut out) {
-                    Some(len) => frame(&out[..len]),
-                    None => Vec::new(),
+            Err(e) => {
+                let outcome = failure_reply(
+                    &query,
+                    e,
+                    ctx.forwarder.stale.as_deref(),
+                    Transport::Tcp,
+                    &mut reply,
+                );
+                ctx.stats.count(outcome);
+                if reply.is_empty() {
+                    Vec::new()
+                } else {
+                    frame(&reply)
                 }
             }
         };

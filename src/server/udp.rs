@@ -4,25 +4,26 @@
 //! query path: each has its own socket, buffers, counters and relay; the mapping is read through
 //! `ArcSwap` (wait-free). A thread blocked in `recv_from` costs nothing while idle and wakes
 //! with no executor in between: on loopback this loop is within a few percent of the bare
-//! responder in ../shared/bench (see README, Performance).
+//! responder in ../shared/bench (see README, Performance). A worker has no timeout at all while
+//! idle; at shutdown its socket is shut down for reading, which wakes it ([`crate::sys`]).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tracing::info;
 
+use crate::alias::AliasJob;
 use crate::dns::answer::{self, Decision, OUR_UDP_PAYLOAD, Outcome, Transport};
 use crate::dns::wire::rcode;
-use crate::forward::alias::AliasJob;
-use crate::forward::probe::LoopGuard;
-use crate::forward::udp::UdpRelay;
 use crate::mapping::SharedMapping;
 use crate::stats::WorkerStats;
+use crate::upstream::failure_reply;
+use crate::upstream::probe::LoopGuard;
+use crate::upstream::udp::UdpRelay;
 
 /// Kernel receive buffer per socket: absorbs bursts (dnsperf opens with 100+ queries at once)
 /// without drops; the kernel caps it at `net.core.rmem_max`.
@@ -40,7 +41,6 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
         }
         s.set_reuse_port(true)?;
         let _ = s.set_recv_buffer_size(RECV_BUFFER);
-        s.set_read_timeout(Some(STOP_POLL))?;
         s.bind(&addr.into())?;
         let s: UdpSocket = s.into();
         addr = s.local_addr()?;
@@ -49,19 +49,12 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
     Ok(sockets)
 }
 
-/// How often an idle worker wakes to look at the stop flag. (Waking it with
-/// `shutdown(SHUT_RD)` instead makes std's `recv_from` assert on the empty source address and
-/// abort the process, as found by a review: a timed-out receive costs nothing under load and a
-/// few wake-ups a second when idle.)
-pub const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
-
 /// Everything one worker's query loop uses.
 pub struct UdpWorker {
     pub socket: Arc<UdpSocket>,
     pub mapping: SharedMapping,
     pub relay: Arc<UdpRelay>,
     pub stats: Arc<WorkerStats>,
-    pub stopping: Arc<AtomicBool>,
     pub loop_guard: Arc<LoopGuard>,
     /// `--query-log`: one log line per query. Off by default: the hot path logs nothing.
     pub query_log: bool,
@@ -78,14 +71,13 @@ impl UdpWorker {
     pub fn serve(self) {
         let mut buf = vec![0u8; u16::MAX as usize];
         let mut out = vec![0u8; OUR_UDP_PAYLOAD as usize];
+        let mut fail = Vec::new();
         let mut seq: u32 = 0;
         loop {
-            let received = self.socket.recv_from(&mut buf);
-            if self.stopping.load(Ordering::Relaxed) {
-                return;
-            }
-            let (n, peer) = match received {
-                Ok(r) => r,
+            let (n, peer) = match crate::sys::recv_from(&self.socket, &mut buf) {
+                Ok((n, Some(peer))) => (n, peer),
+                // No source address: the socket was shut down for reading (the stop).
+                Ok((_, None)) => return,
                 // ECONNREFUSED and friends can surface here after we sent to a client that has
                 // gone away; they concern that client only.
                 Err(_) => continue,
@@ -108,22 +100,24 @@ impl UdpWorker {
                     if self.loop_guard.is_our_probe(&buf[..n], question_end) {
                         // Our own loop-check query came back: do not send it round again.
                         Outcome::Dropped
-                    } else if self
-                        .relay
-                        .forward(&mut buf[..n], peer, question_end)
-                        .is_ok()
-                    {
-                        // Counted as Forwarded when the reply is relayed.
-                        if self.query_log {
-                            log_query(&buf[..n], peer, "forwarding");
-                        }
-                        continue;
                     } else {
-                        if let Some(len) = answer::error_reply(&buf[..n], rcode::SERVFAIL, &mut out)
-                        {
-                            let _ = self.socket.send_to(&out[..len], peer);
+                        match self.relay.forward(&mut buf[..n], peer, question_end) {
+                            Ok(()) => {
+                                // Counted when the reply (or the failure reply) goes out.
+                                if self.query_log {
+                                    log_query(&buf[..n], peer, "forwarding");
+                                }
+                                continue;
+                            }
+                            Err(e) => {
+                                let outcome =
+                                    failure_reply(&buf[..n], e, None, Transport::Udp, &mut fail);
+                                if !fail.is_empty() {
+                                    let _ = self.socket.send_to(&fail, peer);
+                                }
+                                outcome
+                            }
                         }
-                        Outcome::ServFail
                     }
                 }
                 Decision::Alias { .. } => {

@@ -1,0 +1,70 @@
+//! Everything between us and the upstream DNS servers, with one attempt model for UDP and TCP.
+//!
+//! ```text
+//! attempt.rs  timers (RTT estimate, RTO, back-off, give-up), the reply check, the re-send budget
+//! health.rs   up/down from silence (never from single losses), where a query goes first
+//! udp.rs      the UDP relay: slot table, copies with random IDs, one epoll thread per worker
+//! tcp.rs      TCP forwarding: parallel attempts on fresh connections, same timers
+//! probe.rs    background probes (fast while an upstream is down), the start-up loop check
+//! stale.rs    serve-stale (RFC 8767), opt-in
+//! ```
+//!
+//! A query that cannot be completed becomes a [`QueryError`], and [`failure_reply`] turns that
+//! into what the client gets, in one place.
+
+pub mod attempt;
+pub mod health;
+pub mod probe;
+pub mod stale;
+pub mod tcp;
+pub mod udp;
+
+use std::time::Instant;
+
+use crate::dns::answer::{self, Outcome, Transport};
+use crate::dns::wire::rcode;
+use stale::StaleCache;
+
+/// Why a forwarded query got no upstream reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// Every forwarding slot is in flight (`--max-inflight`): shed load rather than queue
+    /// without bound.
+    #[error("no forwarding slot free")]
+    Shed,
+    /// No upstream answered within the budget (`--upstream-timeout`).
+    #[error("no upstream answered within the budget")]
+    Timeout,
+}
+
+/// Writes into `out` what the client gets for a query that failed with `err`: a stale answer
+/// after a [`QueryError::Timeout`] when serve-stale has one (RFC 8767), SERVFAIL otherwise (with
+/// the question and EDNS echoed). `out` is left empty when not even SERVFAIL can be built (an
+/// unreadable header: nothing is sent).
+pub fn failure_reply(
+    query: &[u8],
+    err: QueryError,
+    stale: Option<&StaleCache>,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    if err == QueryError::Timeout
+        && let Some(stale) = stale
+    {
+        let limit = match transport {
+            Transport::Udp => stale::udp_limit(query),
+            Transport::Tcp => u16::MAX as usize,
+        };
+        if stale.answer(query, limit, out, Instant::now()) {
+            return Outcome::Stale;
+        }
+    }
+    // Header, question and OPT: at most 12 + 255 + 4 + 11 octets.
+    out.clear();
+    out.resize(512, 0);
+    match answer::error_reply(query, rcode::SERVFAIL, out) {
+        Some(len) => out.truncate(len),
+        None => out.clear(),
+    }
+    Outcome::ServFail
+}

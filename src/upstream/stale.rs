@@ -1,0 +1,278 @@
+//! Serve-stale (RFC 8767), opt-in with `--serve-stale DURATION`: the last good reply of each
+//! forwarded question is kept (as bytes, bounded by `--stale-cache-size`), and used **only** when
+//! no upstream answered a query within its budget. Then the client gets that reply with every TTL
+//! set to 30 s (RFC 8767 §4, "stale answer TTL"), instead of SERVFAIL, for up to DURATION past
+//! the reply's own expiry (RFC 8767 §5 "maximum stale timer"). While the upstreams answer, this
+//! cache is written but never read: splitdns stays a relay, not a cache.
+//!
+//! Kept: NOERROR (answers and NODATA) and NXDOMAIN replies without TC. The key is the question
+//! (name lower-cased, type, class) and the query's EDNS shape (none / EDNS / EDNS with DO), so a
+//! client gets a stale reply of the form it asked for. Eviction is oldest-stored first.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+
+use crate::dns::wire::{self, CLASSIC_UDP_SIZE, HEADER_LEN, MAX_NAME_WIRE, flag, rcode, rtype};
+
+/// RFC 8767 §4: the TTL of a stale answer.
+pub const STALE_TTL: u32 = 30;
+/// A reply for a question stored less than this long ago is not stored again (saves copying
+/// every reply of a busy name).
+const REFRESH: Duration = Duration::from_secs(1);
+/// Longest key: name, type, class, EDNS shape.
+const MAX_KEY: usize = MAX_NAME_WIRE + 5;
+
+struct Entry {
+    reply: Box<[u8]>,
+    stored: Instant,
+    /// Smallest TTL in the reply (its freshness).
+    ttl: u32,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    /// Keys in the order stored, with the sequence number they were stored under (an entry
+    /// stored again gets a new one, so its old place in the queue is skipped).
+    order: VecDeque<(Box<[u8]>, u64)>,
+    bytes: usize,
+    seq: u64,
+}
+
+pub struct StaleCache {
+    max_bytes: usize,
+    max_stale: Duration,
+    inner: Mutex<Inner>,
+}
+
+/// The cache key of a query, written into `key`; `None` for a query we cannot read.
+fn key(query: &[u8], key: &mut [u8; MAX_KEY]) -> Option<usize> {
+    let header = wire::Header::read(query)?;
+    let mut lower = [0u8; MAX_NAME_WIRE];
+    let q = wire::read_question(query, &mut lower).ok()?;
+    let edns = wire::read_edns(query, &header, q.end()).ok()?;
+    let n = q.name_len;
+    key[..n].copy_from_slice(&lower[..n]);
+    key[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
+    key[n + 2..n + 4].copy_from_slice(&q.qclass.to_be_bytes());
+    key[n + 4] = match edns {
+        None => 0,
+        Some(e) if e.dnssec_ok => 2,
+        Some(_) => 1,
+    };
+    Some(n + 5)
+}
+
+/// The smallest TTL of the records in `reply` (OPT excluded), or `None` if it is unreadable.
+fn min_ttl(reply: &[u8], question_end: usize) -> Option<u32> {
+    let header = wire::Header::read(reply)?;
+    let mut min = u32::MAX;
+    wire::for_each_record(reply, &header, question_end, |t, at| {
+        if t != rtype::OPT {
+            let ttl = u32::from_be_bytes([reply[at], reply[at + 1], reply[at + 2], reply[at + 3]]);
+            min = min.min(ttl);
+        }
+    })
+    .ok()?;
+    Some(if min == u32::MAX { 0 } else { min })
+}
+
+impl StaleCache {
+    pub fn new(max_bytes: usize, max_stale: Duration) -> StaleCache {
+        StaleCache {
+            max_bytes,
+            max_stale,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `reply` (a validated upstream reply to `query`) as the last good answer.
+    pub fn store(&self, query: &[u8], question_end: usize, reply: &[u8], now: Instant) {
+        let Some(h) = wire::Header::read(reply) else {
+            return;
+        };
+        let rc = (h.flags & 0x000F) as u8;
+        if h.flags & flag::TC != 0 || !(rc == rcode::NOERROR || rc == rcode::NXDOMAIN) {
+            return;
+        }
+        let mut k = [0u8; MAX_KEY];
+        let Some(klen) = key(query, &mut k) else {
+            return;
+        };
+        let k = &k[..klen];
+        let size = reply.len() + 2 * klen + 64;
+        if size > self.max_bytes {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(e) = inner.map.get(k)
+            && now.saturating_duration_since(e.stored) < REFRESH
+        {
+            return;
+        }
+        let Some(ttl) = min_ttl(reply, question_end) else {
+            return;
+        };
+        inner.seq += 1;
+        let seq = inner.seq;
+        let entry = Entry {
+            reply: reply.into(),
+            stored: now,
+            ttl,
+            seq,
+        };
+        if let Some(old) = inner.map.insert(k.into(), entry) {
+            inner.bytes -= old.reply.len() + 2 * klen + 64;
+        }
+        inner.bytes += size;
+        inner.order.push_back((k.into(), seq));
+        while inner.bytes > self.max_bytes {
+            let Some((old, seq)) = inner.order.pop_front() else {
+                break;
+            };
+            if inner.map.get(&old).is_some_and(|e| e.seq == seq)
+                && let Some(e) = inner.map.remove(&old)
+            {
+                inner.bytes -= e.reply.len() + 2 * old.len() + 64;
+            }
+        }
+        // Queue entries of keys stored again are skipped when they reach the front; bound the
+        // queue all the same, so a few hot names stored over and over cannot grow it.
+        if inner.order.len() > 4 * inner.map.len() + 64 {
+            let Inner { map, order, .. } = &mut *inner;
+            order.retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
+        }
+    }
+
+    /// Writes into `out` the stale answer to `query`, if one is kept and not past the stale
+    /// window, sized for a client that accepts `limit` octets: the kept reply with the client's
+    /// ID and question spelling, every TTL set to [`STALE_TTL`].
+    pub fn answer(&self, query: &[u8], limit: usize, out: &mut Vec<u8>, now: Instant) -> bool {
+        let mut k = [0u8; MAX_KEY];
+        let Some(klen) = key(query, &mut k) else {
+            return false;
+        };
+        let inner = self.lock();
+        let Some(e) = inner.map.get(&k[..klen]) else {
+            return false;
+        };
+        let age = now.saturating_duration_since(e.stored);
+        if age > Duration::from_secs(u64::from(e.ttl)) + self.max_stale || e.reply.len() > limit {
+            return false;
+        }
+        out.clear();
+        out.extend_from_slice(&e.reply);
+        drop(inner);
+        // Same question case-insensitively, so the same length: echo the client's spelling.
+        let question_end = HEADER_LEN + (klen - 5) + 4;
+        if query.len() < question_end || out.len() < question_end {
+            return false;
+        }
+        out[..2].copy_from_slice(&query[..2]);
+        out[HEADER_LEN..question_end].copy_from_slice(&query[HEADER_LEN..question_end]);
+        let Some(header) = wire::Header::read(out) else {
+            return false;
+        };
+        let mut ttls = Vec::new();
+        if wire::for_each_record(out, &header, question_end, |t, at| {
+            if t != rtype::OPT {
+                ttls.push(at);
+            }
+        })
+        .is_err()
+        {
+            return false;
+        }
+        for at in ttls {
+            out[at..at + 4].copy_from_slice(&STALE_TTL.to_be_bytes());
+        }
+        true
+    }
+}
+
+/// The largest reply a UDP client accepts: its EDNS size, or 512 without EDNS (RFC 6891 §6.2.3).
+pub fn udp_limit(query: &[u8]) -> usize {
+    let Some(header) = wire::Header::read(query) else {
+        return CLASSIC_UDP_SIZE;
+    };
+    let mut lower = [0u8; MAX_NAME_WIRE];
+    let Ok(q) = wire::read_question(query, &mut lower) else {
+        return CLASSIC_UDP_SIZE;
+    };
+    match wire::read_edns(query, &header, q.end()) {
+        Ok(Some(e)) => e.udp_size as usize,
+        _ => CLASSIC_UDP_SIZE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &[u8], id: u16) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(name);
+        m.extend_from_slice(&[0, 1, 0, 1]);
+        m
+    }
+
+    /// A reply to `q` with one A record of TTL `ttl`.
+    fn reply(q: &[u8], ttl: u32) -> Vec<u8> {
+        let mut r = q.to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&[0, 4, 192, 0, 2, 1]);
+        r
+    }
+
+    #[test]
+    fn answers_with_ttl_30_the_clients_id_and_spelling() {
+        let c = StaleCache::new(1 << 20, Duration::from_secs(60));
+        let q = query(b"\x03www\x07example\x03org\x00", 1);
+        let t0 = Instant::now();
+        c.store(&q, q.len(), &reply(&q, 300), t0);
+        let asked = query(b"\x03WwW\x07example\x03ORG\x00", 0xBEEF);
+        let mut out = Vec::new();
+        assert!(c.answer(&asked, 512, &mut out, t0 + Duration::from_secs(10)));
+        assert_eq!(&out[..2], &[0xBE, 0xEF]);
+        assert_eq!(&out[12..asked.len()], &asked[12..]);
+        let ttl_at = asked.len() + 6;
+        assert_eq!(&out[ttl_at..ttl_at + 4], &30u32.to_be_bytes());
+        // Past TTL + stale window: gone.
+        assert!(!c.answer(&asked, 512, &mut out, t0 + Duration::from_secs(361)));
+        // Too big for the client.
+        assert!(!c.answer(&asked, 20, &mut out, t0));
+    }
+
+    #[test]
+    fn keeps_only_good_replies_and_stays_within_its_size() {
+        let c = StaleCache::new(2_000, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let q = query(b"\x01a\x00", 1);
+        let mut servfail = reply(&q, 60);
+        servfail[3] = 0x82;
+        c.store(&q, q.len(), &servfail, t0);
+        let mut out = Vec::new();
+        assert!(!c.answer(&q, 512, &mut out, t0), "SERVFAIL is not kept");
+        for i in 0..100u8 {
+            let name = [1, b'a' + (i % 26), 1, b'0' + i / 26, 0];
+            let q = query(&name, 1);
+            c.store(&q, q.len(), &reply(&q, 60), t0);
+        }
+        let inner = c.lock();
+        assert!(inner.bytes <= 2_000, "{}", inner.bytes);
+        assert!(inner.map.len() > 5 && inner.map.len() < 100);
+    }
+}

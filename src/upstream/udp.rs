@@ -1,0 +1,625 @@
+//! The UDP relay: forwards query bytes to the upstreams and their reply bytes back, re-sending
+//! lost queries within the budget (the attempt model of [`super::attempt`]).
+//!
+//! Shape: per worker, one long-lived `connect()`ed socket per upstream (the cheapest correct
+//! relay measured in ../shared/bench, `limit-relay`), a slot table for the queries in flight, and
+//! **one relay thread** that waits in `epoll` on all of the worker's upstream sockets at once,
+//! with a timeout that is the earliest real deadline (a re-send or a give-up) and none at all
+//! when nothing is in flight: an idle relay does not wake. The worker's query thread sends the
+//! first copy itself and wakes the relay thread (an eventfd) only when the new deadline is
+//! earlier than the one the relay thread sleeps towards, which under load is almost never.
+//!
+//! Anti-spoofing (RFC 5452 §9.1-9.2): each copy goes upstream under a fresh random 16-bit ID from
+//! a source port the kernel picked at random for the socket; a reply is accepted only if it comes
+//! from the upstream's address and port (the connected socket filters everything else), carries
+//! the ID of a copy we sent to that upstream, has QR set and repeats the question
+//! (case-insensitively). Anything else is dropped and the real answer is still awaited. We
+//! deliberately do not open a fresh socket per query (dnsmasq does; it is a large part of its
+//! 50 us/query forward cost): the upstream is the cluster DNS on the pod network, not the open
+//! Internet.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::attempt::{
+    self, DOWN_INTERVAL, MAX_COPIES, ResendBudget, Rtt, backoff, give_up_at, reply_matches,
+};
+use super::health::{Silence, UpstreamHealth};
+use super::stale::StaleCache;
+use super::{QueryError, failure_reply};
+use crate::dns::answer::{Outcome, Transport};
+use crate::dns::wire;
+use crate::stats::WorkerStats;
+
+/// The eventfd's token; upstream `u`'s socket has token `u`.
+const WAKE: Token = Token(usize::MAX);
+/// While an upstream is down, a copy of a real query goes to it at most this often (besides the
+/// probes): real queries are the best probes.
+const ADMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, Default)]
+struct Copy {
+    id: u16,
+    upstream: u8,
+}
+
+struct Slot {
+    live: bool,
+    client_id: u16,
+    client: SocketAddr,
+    copies: [Copy; MAX_COPIES],
+    sent: usize,
+    first_sent: Instant,
+    /// When the next copy goes out (`give_up` once no copy is left to send).
+    next_at: Instant,
+    give_up: Instant,
+    question_end: usize,
+    /// The client's query, kept to re-send and to build the failure reply. Its buffer is reused
+    /// from query to query.
+    query: Vec<u8>,
+}
+
+impl Slot {
+    fn due(&self) -> Instant {
+        self.next_at.min(self.give_up)
+    }
+}
+
+struct Table {
+    /// ID -> slot index + 1 (0 = free): O(1) match of a reply to its query. Allocated on the first
+    /// forwarded query (a worker that only answers locally never needs it).
+    by_id: Vec<u16>,
+    slots: Vec<Slot>,
+    free: Vec<u16>,
+    live: usize,
+    rng: u64,
+    /// Per upstream: RTT estimate, silence since the last reply, when a down upstream may next
+    /// get a copy of a real query.
+    rtt: Vec<Rtt>,
+    silence: Vec<Silence>,
+    admit_at: Vec<Instant>,
+    budget: ResendBudget,
+    /// No slot is due before this (a lower bound, exact after each timer run); `None` when
+    /// nothing is in flight.
+    next_due: Option<Instant>,
+    /// What the relay thread sleeps towards (`None`: indefinitely). A query due earlier wakes it.
+    sleeping_until: Option<Instant>,
+    sleeping: bool,
+}
+
+impl Table {
+    fn new(upstreams: usize, capacity: usize, now: Instant) -> Table {
+        let capacity = capacity.clamp(1, u16::MAX as usize / MAX_COPIES);
+        Table {
+            by_id: Vec::new(),
+            slots: Vec::new(),
+            free: (0..capacity as u16).rev().collect(),
+            live: 0,
+            rng: rand::random::<u64>() | 1,
+            rtt: vec![Rtt::default(); upstreams],
+            silence: vec![Silence::default(); upstreams],
+            admit_at: vec![now; upstreams],
+            budget: ResendBudget::new(now),
+            next_due: None,
+            sleeping_until: None,
+            sleeping: false,
+        }
+    }
+
+    /// xorshift64*: fast, unpredictable enough for IDs once seeded from the OS; the port and the
+    /// question check carry the rest of the entropy.
+    fn next_id(&mut self) -> u16 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
+    }
+
+    /// A fresh ID, registered for slot `index`.
+    fn take_id(&mut self, index: usize) -> u16 {
+        if self.by_id.is_empty() {
+            self.by_id = vec![0u16; 1 << 16];
+        }
+        loop {
+            let id = self.next_id();
+            if self.by_id[id as usize] == 0 {
+                self.by_id[id as usize] = index as u16 + 1;
+                return id;
+            }
+        }
+    }
+
+    fn release(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.live = false;
+        for c in &slot.copies[..slot.sent] {
+            self.by_id[c.id as usize] = 0;
+        }
+        self.free.push(index as u16);
+        self.live -= 1;
+        if self.live == 0 {
+            self.next_due = None;
+        }
+    }
+
+    /// When the copy just sent to `u` (the `sent`-th) should be followed by another.
+    fn interval(&self, health: &UpstreamHealth, u: usize, sent: usize) -> Duration {
+        let b = backoff(self.rtt[u].rto(), sent);
+        if health.is_healthy(u) {
+            b
+        } else {
+            b.max(DOWN_INTERVAL)
+        }
+    }
+
+    fn note_due(&mut self, due: Instant) {
+        self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
+    }
+
+    /// Whether the relay thread must be woken to honour a new deadline `due`.
+    fn must_wake(&self, due: Instant) -> bool {
+        self.sleeping && self.sleeping_until.is_none_or(|t| due < t)
+    }
+}
+
+/// What the relay thread does after a timer run, outside the lock.
+enum Action {
+    /// Send `scratch[range]` to upstream `u`.
+    Send { u: usize, start: usize, end: usize },
+    /// Nobody answered in time: send the client the failure reply for `scratch[range]`.
+    GiveUp {
+        client: SocketAddr,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// One worker's relay: its query thread calls [`UdpRelay::forward`], its relay thread runs
+/// [`RelayLoop::run`].
+pub struct UdpRelay {
+    sockets: Vec<UdpSocket>,
+    health: Arc<UpstreamHealth>,
+    table: Mutex<Table>,
+    waker: Arc<Waker>,
+    client: Arc<UdpSocket>,
+    budget: Duration,
+    stats: Arc<WorkerStats>,
+    stale: Option<Arc<StaleCache>>,
+    stopping: AtomicBool,
+}
+
+/// The relay thread's half: its epoll instance.
+pub struct RelayLoop {
+    relay: Arc<UdpRelay>,
+    poll: Poll,
+}
+
+/// Creates a UDP socket connected to `upstream`, non-blocking (the relay thread polls it).
+fn connect(upstream: SocketAddr) -> io::Result<UdpSocket> {
+    let bind: SocketAddr = if upstream.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(bind)?;
+    s.connect(upstream)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Sends one copy. A connected UDP socket reports an earlier ICMP error on the next `send`,
+/// which then sends nothing: try once more so that the copy really leaves.
+fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<()> {
+    match socket.send(bytes) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => socket.send(bytes).map(|_| ()),
+        r => r.map(|_| ()),
+    }
+}
+
+impl UdpRelay {
+    pub fn new(
+        health: Arc<UpstreamHealth>,
+        budget: Duration,
+        max_inflight: usize,
+        client: Arc<UdpSocket>,
+        stats: Arc<WorkerStats>,
+        stale: Option<Arc<StaleCache>>,
+    ) -> io::Result<(Arc<UdpRelay>, RelayLoop)> {
+        let poll = Poll::new()?;
+        let mut sockets = Vec::with_capacity(health.count());
+        for u in 0..health.count() {
+            let s = connect(health.addr(u))?;
+            poll.registry().register(
+                &mut SourceFd(&s.as_raw_fd()),
+                Token(u),
+                Interest::READABLE,
+            )?;
+            sockets.push(s);
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        health.on_recovery(waker.clone());
+        let relay = Arc::new(UdpRelay {
+            table: Mutex::new(Table::new(health.count(), max_inflight, Instant::now())),
+            sockets,
+            health,
+            waker,
+            client,
+            budget,
+            stats,
+            stale,
+            stopping: AtomicBool::new(false),
+        });
+        Ok((relay.clone(), RelayLoop { relay, poll }))
+    }
+
+    /// Forwarded queries waiting for a reply (for the in-flight gauge).
+    pub fn inflight(&self) -> usize {
+        self.lock().live
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A poisoned lock means a thread panicked while holding it; the table itself is only
+        // ever left consistent between statements, so keep serving.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the relay thread once the queries in flight are done (or `grace` is over).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// Sends `query` upstream (its ID is rewritten in place). `Err` means it was not taken: the
+    /// caller answers with [`failure_reply`].
+    pub fn forward(
+        &self,
+        query: &mut [u8],
+        client: SocketAddr,
+        question_end: usize,
+    ) -> Result<(), QueryError> {
+        let now = Instant::now();
+        let first = self.health.first();
+        let mut copies = [Copy::default(); 2];
+        let (wake, n) = {
+            let mut t = self.lock();
+            let Some(index) = t.free.pop() else {
+                return Err(QueryError::Shed);
+            };
+            let index = index as usize;
+            if index == t.slots.len() {
+                t.slots.push(Slot {
+                    live: false,
+                    client_id: 0,
+                    client,
+                    copies: [Copy::default(); MAX_COPIES],
+                    sent: 0,
+                    first_sent: now,
+                    next_at: now,
+                    give_up: now,
+                    question_end: 0,
+                    query: Vec::new(),
+                });
+            }
+            copies[0] = Copy {
+                id: t.take_id(index),
+                upstream: first as u8,
+            };
+            let mut n = 1;
+            // A down upstream still gets a copy of a real query now and then, alongside the one
+            // that goes to an upstream that is up (so no client waits on it).
+            if self.health.is_healthy(first) {
+                for d in (0..self.health.count()).filter(|d| !self.health.is_healthy(*d)) {
+                    if now >= t.admit_at[d] {
+                        t.admit_at[d] = now + ADMIT_INTERVAL;
+                        copies[1] = Copy {
+                            id: t.take_id(index),
+                            upstream: d as u8,
+                        };
+                        n = 2;
+                        break;
+                    }
+                }
+            }
+            let interval = t.interval(&self.health, first, 1);
+            let give_up = give_up_at(now, self.budget);
+            let s = &mut t.slots[index];
+            s.live = true;
+            s.client_id = u16::from_be_bytes([query[0], query[1]]);
+            s.client = client;
+            s.copies[..n].copy_from_slice(&copies[..n]);
+            s.sent = n;
+            s.first_sent = now;
+            s.next_at = now + interval;
+            s.give_up = give_up;
+            s.question_end = question_end;
+            s.query.clear();
+            s.query.extend_from_slice(query);
+            let due = s.due();
+            t.live += 1;
+            t.budget.earn();
+            for c in &copies[..n] {
+                t.silence[c.upstream as usize].sent(now);
+            }
+            t.note_due(due);
+            (t.must_wake(due), n)
+        };
+        if wake {
+            let _ = self.waker.wake();
+        }
+        for c in &copies[..n] {
+            let u = c.upstream as usize;
+            query[..2].copy_from_slice(&c.id.to_be_bytes());
+            self.stats.upstream_request(u);
+            if send(&self.sockets[u], query).is_err() {
+                // The relay thread re-sends on its timer.
+                self.stats.upstream_error(u);
+            }
+        }
+        Ok(())
+    }
+
+    /// A datagram arrived on upstream `u`'s socket.
+    fn on_reply(&self, u: usize, reply: &mut [u8], now: Instant) {
+        let Some(h) = wire::Header::read(reply) else {
+            return;
+        };
+        let (client, client_id, first_sent) = {
+            let mut t = self.lock();
+            let Some(&index) = t.by_id.get(h.id as usize) else {
+                return;
+            };
+            if index == 0 {
+                return; // late, duplicate or spoofed
+            }
+            let index = index as usize - 1;
+            let s = &t.slots[index];
+            // A reply to any copy we sent to this upstream completes the query; the connected
+            // socket guarantees it came from that upstream.
+            let ours = s.copies[..s.sent]
+                .iter()
+                .any(|c| c.id == h.id && c.upstream as usize == u);
+            if !ours || !reply_matches(reply, h.id, &s.query, s.question_end) {
+                return;
+            }
+            let (client, client_id, first_sent, sent) =
+                (s.client, s.client_id, s.first_sent, s.sent);
+            if sent == 1 {
+                // Karn's algorithm: only a query answered on its only copy measures the RTT.
+                t.rtt[u].sample(now.saturating_duration_since(first_sent));
+            }
+            t.silence[u].answered();
+            if let Some(stale) = &self.stale {
+                let s = &t.slots[index];
+                stale.store(&s.query, s.question_end, reply, now);
+            }
+            t.release(index);
+            (client, client_id, first_sent)
+        };
+        self.health.answered(u);
+        reply[..2].copy_from_slice(&client_id.to_be_bytes());
+        // A reply too large for the client's UDP size arrives with TC set from the upstream
+        // (which saw the client's own EDNS size) and is passed on as is: the client retries over
+        // TCP (RFC 7766 §5).
+        let _ = self.client.send_to(reply, client);
+        self.stats.count(Outcome::Forwarded);
+        self.stats
+            .forward_latency
+            .observe(now.saturating_duration_since(first_sent));
+    }
+
+    /// ICMP port unreachable from `u` (the upstream's host is up, its DNS server is not, e.g.
+    /// restarting). Not the end of any query: with other upstreams, the queries waiting on `u`
+    /// move on at once; with `u` alone they keep their re-send schedule within the budget.
+    fn on_refused(&self, u: usize, now: Instant) {
+        self.stats.upstream_error(u);
+        if self.health.count() < 2 {
+            return;
+        }
+        let mut t = self.lock();
+        let mut any = false;
+        for s in t.slots.iter_mut().filter(|s| s.live && s.sent > 0) {
+            if s.copies[s.sent - 1].upstream as usize == u && s.sent < MAX_COPIES {
+                s.next_at = now;
+                any = true;
+            }
+        }
+        if any {
+            t.note_due(now);
+        }
+    }
+
+    /// Every query in flight gets its next copy now (an upstream came back).
+    fn kick(&self, now: Instant) {
+        let mut t = self.lock();
+        if t.live == 0 {
+            return;
+        }
+        for s in t.slots.iter_mut().filter(|s| s.live && s.sent < MAX_COPIES) {
+            s.next_at = now;
+        }
+        t.note_due(now);
+    }
+
+    /// Sends the copies that are due and gives up on the queries whose budget is over. Returns
+    /// the next deadline (`None`: nothing in flight).
+    fn run_timers(
+        &self,
+        now: Instant,
+        actions: &mut Vec<Action>,
+        scratch: &mut Vec<u8>,
+    ) -> Option<Instant> {
+        actions.clear();
+        scratch.clear();
+        let next = {
+            let mut t = self.lock();
+            if t.next_due.is_none_or(|d| d > now) {
+                return t.next_due;
+            }
+            let mut next_due: Option<Instant> = None;
+            for index in 0..t.slots.len() {
+                if !t.slots[index].live {
+                    continue;
+                }
+                if t.slots[index].give_up <= now {
+                    let s = &t.slots[index];
+                    let start = scratch.len();
+                    scratch.extend_from_slice(&s.query);
+                    actions.push(Action::GiveUp {
+                        client: s.client,
+                        start,
+                        end: scratch.len(),
+                    });
+                    t.release(index);
+                    continue;
+                }
+                if t.slots[index].next_at <= now {
+                    let s = &t.slots[index];
+                    let last = s.copies[s.sent - 1].upstream as usize;
+                    self.stats.upstream_timeout(last);
+                    if s.sent >= MAX_COPIES {
+                        t.slots[index].next_at = t.slots[index].give_up;
+                    } else {
+                        let target = self.health.after(last);
+                        let sent = s.sent + 1;
+                        let wait = t.interval(&self.health, target, sent);
+                        if t.budget.take(now) {
+                            let id = t.take_id(index);
+                            t.silence[target].sent(now);
+                            let s = &mut t.slots[index];
+                            s.copies[s.sent] = Copy {
+                                id,
+                                upstream: target as u8,
+                            };
+                            s.sent = sent;
+                            let start = scratch.len();
+                            scratch.extend_from_slice(&s.query);
+                            scratch[start..start + 2].copy_from_slice(&id.to_be_bytes());
+                            actions.push(Action::Send {
+                                u: target,
+                                start,
+                                end: scratch.len(),
+                            });
+                        }
+                        t.slots[index].next_at = now + wait;
+                    }
+                }
+                let due = t.slots[index].due();
+                next_due = Some(next_due.map_or(due, |d| d.min(due)));
+            }
+            t.next_due = next_due;
+            for u in 0..self.health.count() {
+                t.silence[u].check(&self.health, u, now);
+            }
+            next_due
+        };
+        let mut out = Vec::new();
+        for action in actions.drain(..) {
+            match action {
+                Action::Send { u, start, end } => {
+                    self.stats.upstream_request(u);
+                    self.stats.upstream_retransmit(u);
+                    if send(&self.sockets[u], &scratch[start..end]).is_err() {
+                        self.stats.upstream_error(u);
+                    }
+                }
+                Action::GiveUp { client, start, end } => {
+                    let query = &scratch[start..end];
+                    let outcome = failure_reply(
+                        query,
+                        QueryError::Timeout,
+                        self.stale.as_deref(),
+                        Transport::Udp,
+                        &mut out,
+                    );
+                    if !out.is_empty() {
+                        let _ = self.client.send_to(&out, client);
+                    }
+                    self.stats.count(outcome);
+                }
+            }
+        }
+        next
+    }
+}
+
+impl RelayLoop {
+    /// The relay thread: replies, re-sends and give-ups until the relay is stopped and nothing is
+    /// in flight any more (or the grace period is over).
+    pub fn run(mut self, grace: Duration) {
+        let relay = &*self.relay;
+        let mut events = Events::with_capacity(64);
+        let mut buf = vec![0u8; u16::MAX as usize];
+        let mut actions = Vec::new();
+        let mut scratch = Vec::new();
+        let mut recoveries = relay.health.recoveries();
+        let mut stop_by: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let seen = relay.health.recoveries();
+            if seen != recoveries {
+                recoveries = seen;
+                relay.kick(now);
+            }
+            let next = relay.run_timers(now, &mut actions, &mut scratch);
+            if relay.stopping.load(Ordering::SeqCst) {
+                let by = *stop_by.get_or_insert(now + grace);
+                if next.is_none() || now >= by {
+                    return;
+                }
+            }
+            let _ = next;
+            let wake_at = {
+                // Read the deadline again under the lock: a query forwarded since the timer run
+                // has lowered it without waking us (we were not asleep yet).
+                let mut t = relay.lock();
+                let wake_at = match (t.next_due, stop_by) {
+                    (Some(n), Some(s)) => Some(n.min(s)),
+                    (n, s) => n.or(s),
+                };
+                t.sleeping = true;
+                t.sleeping_until = wake_at;
+                wake_at
+            };
+            let timeout = wake_at.map(|w| {
+                // epoll has millisecond resolution: round up, so that we never wake early
+                // and spin.
+                let d = w.saturating_duration_since(Instant::now());
+                Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
+            });
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                // Cannot wait: do not spin either.
+                std::thread::sleep(attempt::RTO_MIN);
+            }
+            relay.lock().sleeping = false;
+            for event in events.iter() {
+                let u = event.token().0;
+                if u >= relay.sockets.len() {
+                    continue; // the waker
+                }
+                // Edge-triggered: read until the socket is empty.
+                loop {
+                    match relay.sockets[u].recv(&mut buf) {
+                        Ok(n) => relay.on_reply(u, &mut buf[..n], Instant::now()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                            relay.on_refused(u, Instant::now());
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+}
