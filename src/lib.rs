@@ -397,6 +397,12 @@ impl Running {
         &self.admin.reload
     }
 
+    /// Whether each upstream is up (in `--upstream` order).
+    pub fn upstreams_up(&self) -> Vec<bool> {
+        let h = &self.admin.health;
+        (0..h.count()).map(|u| h.is_healthy(u)).collect()
+    }
+
     /// What `/ready` says.
     pub fn readiness(&self) -> Result<(), String> {
         self.admin.readiness()

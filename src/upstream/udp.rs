@@ -409,11 +409,12 @@ impl UdpRelay {
         // A reply too large for the client's UDP size arrives with TC set from the upstream
         // (which saw the client's own EDNS size) and is passed on as is: the client retries over
         // TCP (RFC 7766 §5).
-        let _ = self.client.send_to(reply, client);
+        // Counted before the reply leaves, so that whoever got it sees it counted.
         self.stats.count(Outcome::Forwarded);
         self.stats
             .forward_latency
             .observe(now.saturating_duration_since(first_sent));
+        let _ = self.client.send_to(reply, client);
     }
 
     /// ICMP port unreachable from `u` (the upstream's host is up, its DNS server is not, e.g.
@@ -540,10 +541,10 @@ impl UdpRelay {
                         Transport::Udp,
                         &mut out,
                     );
+                    self.stats.count(outcome);
                     if !out.is_empty() {
                         let _ = self.client.send_to(&out, client);
                     }
-                    self.stats.count(outcome);
                 }
             }
         }

@@ -49,6 +49,8 @@ pub struct Faulty {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Query>>>,
     stop: Arc<AtomicBool>,
+    /// Set by `restart_udp`: close the UDP port for this long.
+    pause: Arc<Mutex<Option<Duration>>>,
     tcp_accepts: Arc<AtomicUsize>,
 }
 
@@ -59,6 +61,22 @@ impl Drop for Faulty {
 }
 
 impl Faulty {
+    /// Closes the UDP port (the kernel then answers ICMP port unreachable) for `down`, then
+    /// serves on it again: an upstream restarting.
+    pub fn restart_udp(&self, down: Duration) {
+        *self.pause.lock().unwrap() = Some(down);
+    }
+
+    /// Queries seen over UDP whose name is `name`.
+    pub fn udp_count(&self, name: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|q| q.name == name && !q.tcp)
+            .count()
+    }
+
     /// Queries seen for `name` (lower case, no trailing dot).
     pub fn count(&self, name: &str) -> usize {
         self.seen
@@ -124,14 +142,25 @@ pub fn start(script: impl Fn(&Query) -> Act + Send + Sync + 'static) -> Faulty {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let tcp_accepts = Arc::new(AtomicUsize::new(0));
+    let pause = Arc::new(Mutex::new(None::<Duration>));
     {
-        let (script, seen, stop) = (script.clone(), seen.clone(), stop.clone());
-        udp.set_read_timeout(Some(Duration::from_millis(100)))
+        let (script, seen, stop, pause) =
+            (script.clone(), seen.clone(), stop.clone(), pause.clone());
+        udp.set_read_timeout(Some(Duration::from_millis(10)))
             .unwrap();
+        let mut udp = udp;
         std::thread::spawn(move || {
             let other = UdpSocket::bind("127.0.0.1:0").unwrap();
             let mut buf = [0u8; 4096];
             while !stop.load(Ordering::Relaxed) {
+                let down = pause.lock().unwrap().take();
+                if let Some(down) = down {
+                    drop(udp);
+                    std::thread::sleep(down);
+                    udp = UdpSocket::bind(addr).unwrap();
+                    udp.set_read_timeout(Some(Duration::from_millis(10)))
+                        .unwrap();
+                }
                 let Ok((n, from)) = udp.recv_from(&mut buf) else {
                     continue;
                 };
@@ -168,6 +197,7 @@ pub fn start(script: impl Fn(&Query) -> Act + Send + Sync + 'static) -> Faulty {
         addr,
         seen,
         stop,
+        pause,
         tcp_accepts,
     }
 }

@@ -229,3 +229,12 @@ pub fn closed_port() -> SocketAddr {
     let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     s.local_addr().unwrap()
 }
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `within`.
+pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < within, "not {what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

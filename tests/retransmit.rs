@@ -1,0 +1,369 @@
+//! The attempt model under loss: lost copies are re-sent within the budget, a late reply to an
+//! earlier copy counts, random loss never marks an upstream down but silence does, the first
+//! reply brings it back, re-sends are bounded, ICMP unreachable and a dying TCP connection are
+//! retried, and serve-stale answers only while the upstream fails.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::faulty::{self, Act, is_probe};
+use common::{Daemon, query, tcp, udp};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use splitdns::dns::answer::Outcome;
+
+const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
+/// Copies of one query at most (src/upstream/attempt.rs).
+const MAX_COPIES: usize = 8;
+
+fn a(m: &Message) -> Option<Ipv4Addr> {
+    common::ipv4s(m).first().copied()
+}
+
+/// A script that drops the first `k` copies of every client query and answers the rest.
+fn drop_first(k: usize) -> impl Fn(&faulty::Query) -> Act + Send + Sync {
+    let copies = Mutex::new(HashMap::<String, usize>::new());
+    move |q| {
+        if is_probe(q) {
+            return Act::Answer(1);
+        }
+        let mut c = copies.lock().unwrap();
+        let n = c.entry(q.name.clone()).or_default();
+        *n += 1;
+        if *n <= k { Act::Drop } else { Act::Answer(9) }
+    }
+}
+
+#[test]
+fn lost_copies_are_resent_within_the_budget() {
+    for k in [1, 3] {
+        let up = faulty::start(drop_first(k));
+        let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+            c.upstream_timeout = Duration::from_secs(2);
+        });
+        let t0 = Instant::now();
+        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 9)), "k={k}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!(
+            up.count("www.example.org"),
+            k + 1,
+            "one copy more than lost"
+        );
+        let m = d.stats();
+        assert_eq!(m.upstream_retransmits(), k as u64);
+        assert_eq!(m.get(Outcome::Forwarded), 1);
+        assert_eq!(d.running().upstreams_up(), vec![true]);
+    }
+}
+
+#[test]
+fn tcp_query_is_retried_when_the_connection_dies() {
+    let closes = Mutex::new(0usize);
+    let up = faulty::start(move |q| {
+        if !q.tcp {
+            return Act::Answer(1);
+        }
+        let mut n = closes.lock().unwrap();
+        *n += 1;
+        if *n == 1 { Act::Close } else { Act::Answer(5) }
+    });
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
+    assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 5)));
+    assert!(d.stats().upstream_retransmits() >= 1);
+}
+
+/// The first copy's reply arrives after the second copy went out: it completes the query.
+#[test]
+fn late_reply_to_an_earlier_copy_is_accepted() {
+    let copies = Mutex::new(0usize);
+    let up = faulty::start(move |q| {
+        if q.name != "www.example.org" {
+            return Act::Answer(1);
+        }
+        let mut n = copies.lock().unwrap();
+        *n += 1;
+        if *n == 1 {
+            Act::AnswerAfter(4, Duration::from_millis(400))
+        } else {
+            Act::Drop
+        }
+    });
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_secs(2);
+    });
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 4)));
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(700), "{took:?}");
+    assert!(up.count("www.example.org") >= 2, "a second copy was sent");
+}
+
+/// 30 % of the queries dropped at random (seeded): every client query is answered and the
+/// upstream is never marked down.
+#[test]
+fn random_loss_is_retried_and_never_marks_the_upstream_down() {
+    let rng = Mutex::new(0x9E37_79B9_7F4A_7C15u64);
+    let up = faulty::start(move |q| {
+        if is_probe(q) {
+            return Act::Answer(1);
+        }
+        let mut x = rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        if *x % 10 < 3 {
+            Act::Drop
+        } else {
+            Act::Answer(3)
+        }
+    });
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_secs(2);
+        c.unhealthy_after = Duration::from_millis(500);
+    });
+    let addr = d.udp;
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|i| {
+                        let r = udp(
+                            addr,
+                            &query(&format!("n{c}-{i}.example.org."), RecordType::A),
+                        );
+                        a(&r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for c in clients {
+        for r in c.join().unwrap() {
+            assert_eq!(r, Some(Ipv4Addr::new(192, 0, 2, 3)));
+        }
+    }
+    assert_eq!(
+        d.running().upstreams_up(),
+        vec![true],
+        "loss is not silence"
+    );
+    let m = d.stats();
+    assert_eq!(m.get(Outcome::Forwarded), 160);
+    assert_eq!(m.get(Outcome::ServFail), 0);
+    assert!(m.upstream_retransmits() >= 20, "{m:?}");
+}
+
+/// Silence (queries and probes unanswered) marks the upstream down after the window; its
+/// first reply brings it back, and the next query is answered at once.
+#[test]
+fn silence_marks_down_and_the_first_reply_marks_up() {
+    let silent = Arc::new(AtomicBool::new(true));
+    let s = silent.clone();
+    let up = faulty::start(move |_| {
+        if s.load(Ordering::Relaxed) {
+            Act::Drop
+        } else {
+            Act::Answer(8)
+        }
+    });
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_millis(800);
+        c.unhealthy_after = Duration::from_millis(400);
+    });
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    common::eventually(Duration::from_secs(3), "marked down", || {
+        d.running().upstreams_up() == vec![false]
+    });
+    silent.store(false, Ordering::Relaxed);
+    let t0 = Instant::now();
+    common::eventually(Duration::from_secs(1), "marked up", || {
+        d.running().upstreams_up() == vec![true]
+    });
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "probes while down are fast: {:?}",
+        t0.elapsed()
+    );
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 8)));
+    assert!(t0.elapsed() < Duration::from_millis(100));
+}
+
+/// A query waiting on an upstream that went silent is answered as soon as it is back: the
+/// recovery re-sends what waits at once, not at the next back-off step.
+#[test]
+fn waiting_queries_are_resent_as_soon_as_the_upstream_is_back() {
+    let silent = Arc::new(AtomicBool::new(true));
+    let s = silent.clone();
+    let up = faulty::start(move |_| {
+        if s.load(Ordering::Relaxed) {
+            Act::Drop
+        } else {
+            Act::Answer(6)
+        }
+    });
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_secs(6);
+        c.unhealthy_after = Duration::from_millis(300);
+    });
+    common::eventually(Duration::from_secs(3), "marked down", || {
+        d.running().upstreams_up() == vec![false]
+    });
+    let addr = d.udp;
+    let client = std::thread::spawn(move || {
+        let r = udp(addr, &query("www.example.org.", RecordType::A));
+        (a(&r), Instant::now())
+    });
+    // Let the query's copies settle into the down upstream's slow schedule.
+    std::thread::sleep(Duration::from_millis(1200));
+    silent.store(false, Ordering::Relaxed);
+    let back = Instant::now();
+    let (answer, at) = client.join().unwrap();
+    assert_eq!(answer, Some(Ipv4Addr::new(192, 0, 2, 6)));
+    assert!(
+        at.duration_since(back) < Duration::from_millis(200),
+        "answered {:?} after the upstream came back",
+        at.duration_since(back)
+    );
+}
+
+/// A black-holed upstream gets a bounded number of copies per query.
+#[test]
+fn resends_are_bounded_per_query() {
+    let up = faulty::start(|_| Act::Drop);
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_secs(2);
+    });
+    let addr = d.udp;
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                udp(addr, &query(&format!("h{i}.example.org."), RecordType::A))
+                    .metadata
+                    .response_code
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), ResponseCode::ServFail);
+    }
+    for i in 0..20 {
+        let n = up.udp_count(&format!("h{i}.example.org"));
+        assert!((3..=MAX_COPIES).contains(&n), "h{i}: {n} copies");
+    }
+}
+
+/// The only upstream restarts (ICMP port unreachable while it is down): a query sent during
+/// the restart is answered when it is back, within the budget.
+#[test]
+fn query_survives_an_upstream_restart() {
+    let up = faulty::start(|_| Act::Answer(2));
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_secs(2);
+    });
+    let r = udp(d.udp, &query("warm.example.org.", RecordType::A));
+    assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+    up.restart_udp(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    let m = d.stats();
+    assert!(m.upstreams[0].errors >= 1, "ICMP unreachable seen: {m:?}");
+}
+
+/// Two upstreams, the first black-holed: every query is answered; once it is marked down no
+/// query waits on it, yet it still gets a copy of a real query now and then.
+#[test]
+fn down_upstream_is_not_waited_on_but_still_asked() {
+    let hole = faulty::start(|_| Act::Drop);
+    let good = faulty::start(|_| Act::Answer(2));
+    let d = Daemon::start_with(MAPPING, vec![hole.addr, good.addr], |c| {
+        c.upstream_timeout = Duration::from_secs(2);
+        c.unhealthy_after = Duration::from_millis(400);
+    });
+    common::eventually(Duration::from_secs(3), "first marked down", || {
+        d.running().upstreams_up() == vec![false, true]
+    });
+    let before = hole.count("www.example.org");
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+        assert!(
+            t0.elapsed() < Duration::from_millis(50),
+            "{:?}",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let asked = hole.count("www.example.org") - before;
+    assert!(
+        (1..=10).contains(&asked),
+        "a down upstream is asked now and then: {asked}"
+    );
+}
+
+/// Serve-stale: the last good reply is used only when the upstream fails, with TTL 30, and
+/// counted; a name never answered still gets SERVFAIL.
+#[test]
+fn serve_stale_answers_only_while_the_upstream_fails() {
+    let silent = Arc::new(AtomicBool::new(false));
+    let s = silent.clone();
+    let up = faulty::start(move |q| {
+        if s.load(Ordering::Relaxed) && !is_probe(q) {
+            Act::Drop
+        } else {
+            Act::Answer(7)
+        }
+    });
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_millis(500);
+        c.serve_stale = Some(Duration::from_secs(3600));
+    });
+    let ttl = |m: &Message| m.answers.first().map(|r| r.ttl);
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(
+        (a(&r), ttl(&r)),
+        (Some(Ipv4Addr::new(192, 0, 2, 7)), Some(60))
+    );
+    // Upstream answers: never stale.
+    let r = udp(d.udp, &query("WWW.example.org.", RecordType::A));
+    assert_eq!(ttl(&r), Some(60));
+    silent.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let r = udp(d.udp, &query("wWw.example.org.", RecordType::A));
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        (a(&r), ttl(&r)),
+        (Some(Ipv4Addr::new(192, 0, 2, 7)), Some(30))
+    );
+    assert_eq!(
+        r.queries[0].name().to_string(),
+        "wWw.example.org.",
+        "the client's spelling"
+    );
+    let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
+    assert_eq!(ttl(&r), Some(30), "over TCP too");
+    let r = udp(d.udp, &query("never.example.org.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    let m = d.stats();
+    assert_eq!(m.get(Outcome::Stale), 2);
+    assert_eq!(m.get(Outcome::ServFail), 1);
+}
