@@ -69,7 +69,9 @@ pub struct Serve {
     #[arg(long, env = "SPLITDNS_TTL", default_value = "5s", value_parser = ttl)]
     pub ttl: u32,
 
-    /// UDP worker threads, one SO_REUSEPORT socket each [default: available cores].
+    /// UDP worker threads, one SO_REUSEPORT socket each [default: the CPUs this container may
+    /// use (cgroup CPU limit, affinity), at most 2: one worker serves over 100k queries/s, and
+    /// without a CPU limit a container sees every core of the node].
     #[arg(long, env = "SPLITDNS_WORKERS")]
     pub workers: Option<usize>,
 
@@ -163,6 +165,19 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
 }
 
+/// At most this many UDP workers unless `--workers` says otherwise.
+pub const MAX_DEFAULT_WORKERS: usize = 2;
+
+/// The default worker count: a sidecar's work, not the node's size. One worker answers well over
+/// 100,000 queries a second here, and a container with a CPU request but no limit sees every
+/// core of the node (64 cores gave 64 workers: 131 threads, ~1,500 idle wake-ups a second). So:
+/// the CPUs this process may use, as std reads them (the affinity mask and the cgroup CPU quota,
+/// v1 `cpu.cfs_quota_us` or v2 `cpu.max`, rounded down, at least 1), capped at
+/// [`MAX_DEFAULT_WORKERS`].
+pub fn default_workers(available: usize) -> usize {
+    available.clamp(1, MAX_DEFAULT_WORKERS)
+}
+
 fn bytes(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -213,9 +228,7 @@ impl Serve {
             None => MappingSource::Embedded,
         };
         let workers = self.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            default_workers(std::thread::available_parallelism().map_or(1, |n| n.get()))
         });
         Ok(Config {
             listen: self.listen,
@@ -237,5 +250,64 @@ impl Serve {
             stale_cache_size: self.stale_cache_size,
             query_log: self.query_log,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec![
+            "splitdns",
+            "--upstream",
+            "127.0.0.1:5399",
+            "--mapping",
+            "x.yaml",
+        ];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .unwrap()
+            .serve
+            .into_config()
+            .unwrap()
+    }
+
+    #[test]
+    fn default_workers_follow_the_work_not_the_node() {
+        assert_eq!(default_workers(64), MAX_DEFAULT_WORKERS);
+        assert_eq!(default_workers(2), 2);
+        assert_eq!(default_workers(1), 1);
+        assert_eq!(default_workers(0), 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(config(&[]).workers, cores.min(MAX_DEFAULT_WORKERS));
+        assert_eq!(
+            config(&["--workers", "8"]).workers,
+            8,
+            "an explicit count is kept"
+        );
+        assert_eq!(config(&["--workers", "64"]).workers, 64);
+    }
+
+    #[test]
+    fn health_and_stale_flags() {
+        let c = config(&[
+            "--unhealthy-after",
+            "2s",
+            "--serve-stale",
+            "1h",
+            "--stale-cache-size",
+            "512KiB",
+        ]);
+        assert_eq!(c.unhealthy_after, Duration::from_secs(2));
+        assert_eq!(c.serve_stale, Some(Duration::from_secs(3600)));
+        assert_eq!(c.stale_cache_size, 512 << 10);
+        let d = config(&[]);
+        assert_eq!(
+            (d.serve_stale, d.stale_cache_size),
+            (None, 1 << 20),
+            "off by default"
+        );
+        assert!(bytes("3 parsecs").is_err());
     }
 }

@@ -101,6 +101,7 @@ pub struct Running {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Shut down for reading at stop: wakes the UDP workers blocked on them.
     udp_sockets: Vec<Arc<UdpSocket>>,
+    prober: upstream::probe::ProberStop,
     /// Stops the TCP listener and the prober at the start of shutdown.
     stop: watch::Sender<bool>,
     /// Stops the admin endpoint at the very end (it reports 503 meanwhile).
@@ -276,12 +277,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         );
         tokio::spawn(async move { guard.check(&ups, timeout).await });
     }
-    tokio::spawn(upstream::probe::run(
-        health,
-        config.probe_interval,
-        config.upstream_timeout,
-        stop_rx,
-    ));
+    let (prober, prober_stop) =
+        upstream::probe::Prober::new(health, config.probe_interval, config.upstream_timeout)
+            .map_err(Error::UpstreamSocket)?;
+    threads.push(spawn("probe".into(), move || prober.run())?);
 
     let reloader = match &config.mapping {
         MappingSource::File(path) => Some(
@@ -310,6 +309,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         admin,
         threads,
         udp_sockets: worker_sockets,
+        prober: prober_stop,
         stop,
         admin_stop,
         tcp_connections,
@@ -430,6 +430,7 @@ impl Running {
         for relay in &self.admin.relays {
             relay.stop();
         }
+        self.prober.stop();
         if let Some(r) = self.reloader {
             r.stop();
         }

@@ -41,7 +41,8 @@ pub struct UpstreamHealth {
     window: Duration,
     /// Bumped on every down -> up change, so forwarders re-send what waits at once...
     recoveries: AtomicU32,
-    /// ... and these wake them to do it (one per UDP relay thread).
+    /// ... and these wake them to do it (one per UDP relay thread, and the prober, which also
+    /// wants to know when one goes down).
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
     epoch: Instant,
 }
@@ -119,14 +120,18 @@ impl UpstreamHealth {
         }
         self.recoveries.fetch_add(1, Ordering::Relaxed);
         info!(upstream = %up.addr, "upstream answers again: marked up");
-        for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = w.wake();
-        }
+        self.wake_all();
         true
     }
 
-    /// `waker` is woken whenever an upstream comes back up.
-    pub fn on_recovery(&self, waker: Arc<mio::Waker>) {
+    fn wake_all(&self) {
+        for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = w.wake();
+        }
+    }
+
+    /// `waker` is woken whenever an upstream goes down or comes back up.
+    pub fn on_change(&self, waker: Arc<mio::Waker>) {
         self.wakers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -147,6 +152,7 @@ impl UpstreamHealth {
                 copies = sent,
                 "upstream answered nothing while asked: marked down; still asked now and then and probed"
             );
+            self.wake_all();
         }
     }
 

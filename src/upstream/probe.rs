@@ -2,8 +2,8 @@
 //!
 //! Probe: `. IN NS` with RD, over UDP, to each upstream; any well-formed reply with the ID of a
 //! probe we sent and the probe's question counts as "answering" (even SERVFAIL or REFUSED: the
-//! server is there). Each upstream has its own probe task and socket, so probes run
-//! concurrently. An upstream that is up is probed every `--probe-interval`, a round being a few
+//! server is there). Each upstream has its own socket and schedule, all served by one thread,
+//! so probes run concurrently. An upstream that is up is probed every `--probe-interval`, a round being a few
 //! copies on the attempt model's back-off until one is answered or the upstream timeout passes;
 //! a round that goes unanswered for the silence window marks it down (the same rule as for
 //! client queries, [`super::health`]). A down upstream is probed every [`DOWN_PROBE`], each probe
@@ -20,8 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 use tracing::error;
 
 use super::attempt::{RTO_INITIAL, backoff, reply_matches};
@@ -74,107 +77,186 @@ async fn exchange(upstream: SocketAddr, query: &[u8], timeout: Duration) -> bool
     tokio::time::timeout(timeout, wait).await.unwrap_or(false)
 }
 
-/// Runs until `stop` turns true: one probe task per upstream.
-pub async fn run(
-    health: Arc<UpstreamHealth>,
-    interval: Duration,
-    timeout: Duration,
-    stop: watch::Receiver<bool>,
-) {
-    let mut set = tokio::task::JoinSet::new();
-    for u in 0..health.count() {
-        set.spawn(watch_upstream(
-            health.clone(),
-            u,
-            interval,
-            timeout,
-            stop.clone(),
-        ));
-    }
-    while set.join_next().await.is_some() {}
+/// Probe state of one upstream.
+struct Watch {
+    socket: std::net::UdpSocket,
+    recent: [Option<u16>; RECENT],
+    next_slot: usize,
+    silence: Silence,
+    /// Current round: when it started and how many copies it sent (`None`: between rounds).
+    round: Option<(Instant, usize)>,
+    /// When the next copy (or, between rounds, the next round) is due.
+    next_at: Instant,
 }
 
-/// Probes upstream `u` for good (see the module docs).
-async fn watch_upstream(
+/// The prober: one thread for all upstreams, waiting in `epoll` until a reply or the next
+/// deadline (a probe is due, a round times out), never on a tick. (On the tokio runtime a
+/// 5-second sleep costs three wake-ups, as its timer wheel cascades; an idle sidecar should
+/// wake only to probe.)
+pub struct Prober {
     health: Arc<UpstreamHealth>,
-    u: usize,
     interval: Duration,
     timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let addr = health.addr(u);
-    let mut recent = [None::<u16>; RECENT];
-    let mut next_slot = 0;
-    let mut silence = Silence::default();
-    let mut buf = [0u8; 4096];
-    // The first round at once: readiness waits for the first answer.
-    let mut first = true;
-    loop {
-        if !first && health.is_healthy(u) {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => return,
-            }
-        }
-        first = false;
-        let sock = match socket_to(addr).await {
-            Ok(s) => s,
-            Err(_) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(DOWN_PROBE.max(interval / 10)) => continue,
-                    _ = stop.changed() => return,
-                }
-            }
+    poll: Poll,
+    waker: Arc<Waker>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Stops a running [`Prober`].
+#[derive(Clone)]
+pub struct ProberStop {
+    waker: Arc<Waker>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl ProberStop {
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+const WAKE: Token = Token(usize::MAX);
+
+impl Prober {
+    pub fn new(
+        health: Arc<UpstreamHealth>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> std::io::Result<(Prober, ProberStop)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = ProberStop {
+            waker: waker.clone(),
+            stopping: stopping.clone(),
         };
-        // One round: copies until a reply, or (while up) until the timeout.
-        let started = Instant::now();
-        let mut sent = 0;
-        let mut next_send = started;
-        loop {
+        Ok((
+            Prober {
+                health,
+                interval,
+                timeout,
+                poll,
+                waker,
+                stopping,
+            },
+            stop,
+        ))
+    }
+
+    /// The prober thread's body; returns when stopped.
+    pub fn run(mut self) {
+        self.health.on_change(self.waker.clone());
+        let now = Instant::now();
+        let mut watches: Vec<Option<Watch>> = (0..self.health.count())
+            .map(|u| {
+                let socket = super::udp::connect(self.health.addr(u)).ok()?;
+                self.poll
+                    .registry()
+                    .register(
+                        &mut SourceFd(&socket.as_raw_fd()),
+                        Token(u),
+                        Interest::READABLE,
+                    )
+                    .ok()?;
+                // The first round at once: readiness waits for the first answer.
+                Some(Watch {
+                    socket,
+                    recent: [None; RECENT],
+                    next_slot: 0,
+                    silence: Silence::default(),
+                    round: None,
+                    next_at: now,
+                })
+            })
+            .collect();
+        let mut events = Events::with_capacity(16);
+        let mut buf = [0u8; 4096];
+        while !self.stopping.load(Ordering::SeqCst) {
             let now = Instant::now();
-            let up = health.is_healthy(u);
-            if up && now.saturating_duration_since(started) >= timeout {
-                break;
-            }
-            if now >= next_send {
-                let id: u16 = rand::random();
-                recent[next_slot] = Some(id);
-                next_slot = (next_slot + 1) % RECENT;
-                let _ = sock.send(&probe_query(id)).await;
-                silence.sent(now);
-                sent += 1;
-                next_send = now
-                    + if up {
-                        backoff(RTO_INITIAL, sent)
-                    } else {
-                        DOWN_PROBE
-                    };
-            }
-            let until = if up {
-                next_send.min(started + timeout)
-            } else {
-                next_send
-            };
-            tokio::select! {
-                r = sock.recv(&mut buf) => {
-                    if let Ok(n) = r {
-                        let reply = &buf[..n];
-                        let answered = recent.iter().flatten().any(|id| {
-                            reply_matches(reply, *id, &probe_query(*id), 17)
-                        });
-                        if answered {
-                            silence.answered();
-                            health.probe_ok(u);
-                            break;
-                        }
-                    }
-                    // ICMP unreachable (an error here) is no answer: keep probing.
+            for (u, w) in watches.iter_mut().enumerate() {
+                if let Some(w) = w {
+                    self.step(u, w, now);
                 }
-                _ = tokio::time::sleep_until(until.into()) => {}
-                _ = stop.changed() => return,
             }
-            silence.check(&health, u, Instant::now());
+            let next = watches.iter().flatten().map(|w| w.next_at).min();
+            let timeout = next.map(|t| {
+                let d = t.saturating_duration_since(Instant::now());
+                Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
+            });
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                std::thread::sleep(DOWN_PROBE);
+            }
+            for event in events.iter() {
+                let Some(Some(w)) = watches.get_mut(event.token().0) else {
+                    continue;
+                };
+                let u = event.token().0;
+                loop {
+                    match w.socket.recv(&mut buf) {
+                        Ok(n) => {
+                            let reply = &buf[..n];
+                            let answered = w
+                                .recent
+                                .iter()
+                                .flatten()
+                                .any(|id| reply_matches(reply, *id, &probe_query(*id), 17));
+                            if answered && w.round.is_some() {
+                                w.silence.answered();
+                                w.round = None;
+                                w.next_at = Instant::now() + self.interval;
+                                self.health.probe_ok(u);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // ICMP unreachable is no answer: keep probing.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
         }
+    }
+
+    /// Timers of upstream `u`: start a round, send the round's next copy, end it unanswered.
+    fn step(&self, u: usize, w: &mut Watch, now: Instant) {
+        let up = self.health.is_healthy(u);
+        if !up && w.round.is_none() {
+            // Marked down (by the relays, say) between two rounds: probe it now.
+            w.next_at = w.next_at.min(now);
+        }
+        if let Some((started, _)) = w.round {
+            w.silence.check(&self.health, u, now);
+            if up && now.saturating_duration_since(started) >= self.timeout {
+                // Unanswered while up (the silence rule decides about "down"): next round later.
+                w.round = None;
+                w.next_at = now + self.interval;
+                return;
+            }
+        }
+        if now < w.next_at {
+            // A down upstream is probed every DOWN_PROBE whatever the round's back-off said.
+            if !up && w.round.is_some() {
+                w.next_at = w.next_at.min(now + DOWN_PROBE);
+            }
+            return;
+        }
+        let (started, sent) = *w.round.get_or_insert((now, 0));
+        let id: u16 = rand::random();
+        w.recent[w.next_slot] = Some(id);
+        w.next_slot = (w.next_slot + 1) % RECENT;
+        let _ = super::udp::send(&w.socket, &probe_query(id));
+        w.silence.sent(now);
+        let sent = sent + 1;
+        w.round = Some((started, sent));
+        w.next_at = if up {
+            (now + backoff(RTO_INITIAL, sent)).min(started + self.timeout)
+        } else {
+            now + DOWN_PROBE
+        };
     }
 }
 

@@ -204,7 +204,7 @@ pub struct RelayLoop {
 }
 
 /// Creates a UDP socket connected to `upstream`, non-blocking (the relay thread polls it).
-fn connect(upstream: SocketAddr) -> io::Result<UdpSocket> {
+pub(crate) fn connect(upstream: SocketAddr) -> io::Result<UdpSocket> {
     let bind: SocketAddr = if upstream.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -218,7 +218,7 @@ fn connect(upstream: SocketAddr) -> io::Result<UdpSocket> {
 
 /// Sends one copy. A connected UDP socket reports an earlier ICMP error on the next `send`,
 /// which then sends nothing: try once more so that the copy really leaves.
-fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<()> {
     match socket.send(bytes) {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => socket.send(bytes).map(|_| ()),
         r => r.map(|_| ()),
@@ -246,7 +246,7 @@ impl UdpRelay {
             sockets.push(s);
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        health.on_recovery(waker.clone());
+        health.on_change(waker.clone());
         let relay = Arc::new(UdpRelay {
             table: Mutex::new(Table::new(health.count(), max_inflight, Instant::now())),
             sockets,
