@@ -95,9 +95,10 @@ pub struct Serve {
     #[arg(long, env = "SPLITDNS_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     pub shutdown_grace: Duration,
 
-    /// Besides watching its directory, re-read and hash the mapping this often (catches changes
-    /// no filesystem event reports).
-    #[arg(long, env = "SPLITDNS_POLL_INTERVAL", default_value = "2s", value_parser = duration)]
+    /// Besides watching its directory, check the mapping's metadata this often (catches changes
+    /// no filesystem event reports, such as a parent directory's symlink replaced). Every poll
+    /// wakes the process; kubelet's ConfigMap updates are seen at once through the watch.
+    #[arg(long, env = "SPLITDNS_POLL_INTERVAL", default_value = "5s", value_parser = duration)]
     pub poll_interval: Duration,
 
     /// Admin HTTP address for /live, /ready and /metrics ("off" disables it).

@@ -66,7 +66,7 @@ impl Config {
             tcp_idle_timeout: Duration::from_secs(10),
             tcp_max_queries: 1000,
             shutdown_grace: Duration::from_secs(5),
-            poll_interval: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(5),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             probe_interval: Duration::from_secs(5),
             unhealthy_after: Duration::from_secs(1),

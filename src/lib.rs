@@ -463,6 +463,7 @@ impl Running {
 
 /// The daemon: start, serve until SIGTERM or SIGINT, shut down gracefully.
 pub fn run(config: Config) -> Result<(), Error> {
+    sys::single_malloc_arena();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -472,7 +473,8 @@ pub fn run(config: Config) -> Result<(), Error> {
         // not the default action (death by signal).
         let signals = Signals::install();
         let running = start(config).await?;
-        // Start-up is over: its code need not stay resident (see `sys`).
+        // Start-up is over: its code and its garbage need not stay resident (see `sys`).
+        sys::trim_heap();
         sys::release_code_pages();
         wait_for_stop(&running, signals).await;
         running.shutdown().await;

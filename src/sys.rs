@@ -21,40 +21,81 @@
 
 use std::io::BufRead;
 
-/// Drops the resident pages of our executable's code mappings (`r-xp`); see the module doc.
+/// Drops the resident pages of our executable's clean read-only mappings (code `r-xp`, and the
+/// `r--p` segment of headers, relocation tables and constants, which start-up reads once); see
+/// the module doc. A mapping with any anonymous page, that is a page copied on write (the
+/// relocated `.data.rel.ro`, made read-only after relocation), is left alone: dropping it would
+/// lose the relocations. (Not `Private_Dirty`: that also counts file pages not yet written back
+/// to disk, as in a binary fresh from the compiler.)
 pub fn release_code_pages() {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return;
     };
-    let Ok(maps) = std::fs::File::open("/proc/self/maps") else {
+    let Ok(smaps) = std::fs::File::open("/proc/self/smaps") else {
         return;
     };
-    for line in std::io::BufReader::new(maps).lines().map_while(Result::ok) {
-        // "start-end perms offset dev inode path"
+    // (start, end, candidate): the current mapping, and whether it is one of ours, read-only
+    // and private.
+    let mut current: Option<(usize, usize)> = None;
+    let mut clean: Vec<(usize, usize)> = Vec::new();
+    for line in std::io::BufReader::new(smaps).lines().map_while(Result::ok) {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+        let Some(first) = fields.next() else {
             continue;
         };
-        if perms != "r-xp" || fields.nth(3).map(std::path::Path::new) != Some(exe.as_path()) {
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            // "start-end perms offset dev inode path"
+            let perms = fields.next();
+            let ours = fields.nth(3).map(std::path::Path::new) == Some(exe.as_path());
+            current = (ours && matches!(perms, Some("r-xp" | "r--p"))).then_some((start, end));
             continue;
         }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        // SAFETY: `start..end` is one whole read-only, executable, private mapping of our own
-        // executable file, page-aligned, as listed by the kernel in /proc/self/maps. Its pages are
-        // never written (no copy-on-write copies exist), so MADV_DONTNEED only removes page-table
-        // entries: the next access faults the identical bytes back in from the file's page
-        // cache. No Rust object lives in this range, and no reference is invalidated.
+        if first == "Anonymous:"
+            && let Some(range) = current.take()
+            && fields.next() == Some("0")
+        {
+            clean.push(range);
+        }
+    }
+    for (start, end) in clean {
+        // SAFETY: `start..end` is one whole read-only private mapping of our own executable
+        // file, page-aligned, as listed by the kernel in /proc/self/smaps, with no anonymous
+        // (copied-on-write) page: every resident page is a page of the file's page cache, so
+        // MADV_DONTNEED only removes page-table entries and the next access faults the identical
+        // bytes back in. No Rust object lives in this range, and no reference is invalidated.
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
+    }
+}
+
+/// Returns the heap memory freed after start-up (YAML parsing, command line, runtime set-up) to
+/// the kernel: glibc keeps freed chunks resident until asked (`malloc_trim` also releases free
+/// pages in the middle of the heap, not only at its top).
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `malloc_trim` only walks glibc's own free lists under its arena locks; it has no
+    // preconditions and invalidates no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// One malloc arena for the whole process (glibc): each thread that allocates otherwise gets an
+/// arena of its own, with ~70 KiB resident each for the few start-up allocations it makes. The
+/// query path does not allocate, so the threads never contend for it. (The image also sets
+/// `GLIBC_TUNABLES=glibc.malloc.arena_max=2`; this covers every other way of running the binary.)
+pub fn single_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `mallopt` only reads its two integer arguments and adjusts allocator settings; it
+    // is called at start-up, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
