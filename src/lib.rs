@@ -213,8 +213,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
                 stale.clone(),
             )
             .map_err(Error::UpstreamSocket)?;
-            let grace = config.shutdown_grace;
-            threads.push(spawn(format!("relay-{i}"), move || relay_loop.run(grace))?);
+            threads.push(spawn(format!("relay-{i}"), move || relay_loop.run())?);
             let worker = UdpWorker {
                 socket: socket.clone(),
                 mapping: mapping.clone(),
@@ -422,36 +421,37 @@ impl Running {
     /// thread had panicked (in release builds a panic aborts the process before that).
     pub async fn shutdown(self) -> bool {
         info!("shutting down");
+        // One deadline for every drain (UDP relays and TCP connections alike).
+        let deadline = Instant::now() + self.grace;
         self.admin.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         for socket in &self.udp_sockets {
             sys::stop_receiving(socket);
         }
         for relay in &self.admin.relays {
-            relay.stop();
+            relay.stop(deadline);
         }
         self.prober.stop();
         if let Some(r) = self.reloader {
             r.stop();
         }
         let threads = self.threads;
-        let panicked = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             threads
                 .into_iter()
                 .map(|t| t.join())
                 .filter(Result::is_err)
                 .count()
-        })
-        .await
-        .unwrap_or(1);
+        });
+        let tcp_drained = tokio::time::timeout_at(
+            deadline.into(),
+            self.tcp_connections.acquire_many(self.tcp_max as u32),
+        );
+        let (panicked, drained) = tokio::join!(joined, tcp_drained);
+        let panicked = panicked.unwrap_or(1);
         if panicked > 0 {
             tracing::error!(panicked, "threads panicked");
         }
-        let drained = tokio::time::timeout(
-            self.grace,
-            self.tcp_connections.acquire_many(self.tcp_max as u32),
-        )
-        .await;
         if drained.is_err() {
             warn!("TCP connections still open after the shutdown grace period");
         }

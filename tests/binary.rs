@@ -337,3 +337,63 @@ fn query_log_prints_one_line_per_query_when_enabled() {
         "{line}"
     );
 }
+
+/// SIGTERM with a UDP and a TCP forward in flight at once (the upstream never answers): both
+/// drains share one deadline, so the process is gone within `--shutdown-grace`, not twice it.
+#[test]
+fn sigterm_with_udp_and_tcp_in_flight_takes_at_most_the_grace() {
+    let hole = common::black_hole();
+    let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
+    let mut p = start(&serve_args(
+        mapping,
+        hole.addr,
+        &["--upstream-timeout", "20s", "--shutdown-grace", "1s"],
+    ));
+    let addr = p.addr;
+    let q = query("hole.example.org.", RecordType::A).to_vec().unwrap();
+    let udp_q = q.clone();
+    let _udp_client =
+        std::thread::spawn(move || common::udp_raw(addr, &udp_q, Duration::from_secs(5)));
+    let _tcp_client = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed).unwrap();
+        let mut b = [0u8; 2];
+        let _ = s.read(&mut b);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    p.signal("-TERM");
+    let code = p.child.wait().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(code.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1600),
+        "the in-flight forwards get the grace period, once: {took:?}"
+    );
+    let rest: Vec<String> = p.rest.take().unwrap().try_iter().collect();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+/// An idle daemon has every thread blocked without a timeout (no tick to notice a stop flag):
+/// SIGTERM still wakes them all at once.
+#[test]
+fn sigterm_stops_an_idle_daemon_at_once() {
+    let up = upstream::start();
+    let mapping = temp_file("m.yaml", "hosts:\n  db-0.db.example.com: 10.42.0.12\n");
+    let mut p = start(&serve_args(mapping, up.addr, &["--workers", "4"]));
+    let r = udp(p.addr, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.answers.len(), 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    p.signal("-TERM");
+    assert_eq!(p.child.wait().unwrap().code(), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "prompt: {:?}",
+        t0.elapsed()
+    );
+}

@@ -21,7 +21,6 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -194,7 +193,8 @@ pub struct UdpRelay {
     budget: Duration,
     stats: Arc<WorkerStats>,
     stale: Option<Arc<StaleCache>>,
-    stopping: AtomicBool,
+    /// Set by [`UdpRelay::stop`]: the relay thread ends when nothing is in flight or then.
+    stop_by: Mutex<Option<Instant>>,
 }
 
 /// The relay thread's half: its epoll instance.
@@ -256,7 +256,7 @@ impl UdpRelay {
             budget,
             stats,
             stale,
-            stopping: AtomicBool::new(false),
+            stop_by: Mutex::new(None),
         });
         Ok((relay.clone(), RelayLoop { relay, poll }))
     }
@@ -272,9 +272,9 @@ impl UdpRelay {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stops the relay thread once the queries in flight are done (or `grace` is over).
-    pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
+    /// Stops the relay thread once the queries in flight are done, or at `deadline`.
+    pub fn stop(&self, deadline: Instant) {
+        *self.stop_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
         let _ = self.waker.wake();
     }
 
@@ -554,15 +554,14 @@ impl UdpRelay {
 
 impl RelayLoop {
     /// The relay thread: replies, re-sends and give-ups until the relay is stopped and nothing is
-    /// in flight any more (or the grace period is over).
-    pub fn run(mut self, grace: Duration) {
+    /// in flight any more (or the stop deadline has passed).
+    pub fn run(mut self) {
         let relay = &*self.relay;
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; u16::MAX as usize];
         let mut actions = Vec::new();
         let mut scratch = Vec::new();
         let mut recoveries = relay.health.recoveries();
-        let mut stop_by: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let seen = relay.health.recoveries();
@@ -571,11 +570,9 @@ impl RelayLoop {
                 relay.kick(now);
             }
             let next = relay.run_timers(now, &mut actions, &mut scratch);
-            if relay.stopping.load(Ordering::SeqCst) {
-                let by = *stop_by.get_or_insert(now + grace);
-                if next.is_none() || now >= by {
-                    return;
-                }
+            let stop_by = *relay.stop_by.lock().unwrap_or_else(|p| p.into_inner());
+            if stop_by.is_some_and(|by| next.is_none() || now >= by) {
+                return;
             }
             let _ = next;
             let wake_at = {
