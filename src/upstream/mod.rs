@@ -4,6 +4,7 @@
 //! attempt.rs  timers (RTT estimate, RTO, back-off, give-up), the reply check, the re-send budget
 //! health.rs   up/down from silence (never from single losses), where a query goes first
 //! udp.rs      the UDP relay: slot table, copies with random IDs, one epoll thread per worker
+//! ids.rs      the relay's ID -> slot map, sized to what is in flight
 //! tcp.rs      TCP forwarding: parallel attempts on fresh connections, same timers
 //! probe.rs    background probes (fast while an upstream is down), the start-up loop check
 //! stale.rs    serve-stale (RFC 8767), opt-in
@@ -14,6 +15,7 @@
 
 pub mod attempt;
 pub mod health;
+mod ids;
 pub mod probe;
 pub mod stale;
 pub mod tcp;

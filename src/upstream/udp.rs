@@ -31,6 +31,7 @@ use super::attempt::{
     self, DOWN_INTERVAL, MAX_COPIES, ResendBudget, Rtt, backoff, give_up_at, reply_matches,
 };
 use super::health::{Silence, UpstreamHealth};
+use super::ids::IdMap;
 use super::stale::StaleCache;
 use super::{QueryError, failure_reply};
 use crate::dns::answer::{Outcome, Transport};
@@ -72,9 +73,8 @@ impl Slot {
 }
 
 struct Table {
-    /// ID -> slot index + 1 (0 = free): O(1) match of a reply to its query. Allocated on the first
-    /// forwarded query (a worker that only answers locally never needs it).
-    by_id: Vec<u16>,
+    /// ID of each copy in flight -> its slot: O(1) match of a reply to its query.
+    ids: IdMap,
     slots: Vec<Slot>,
     free: Vec<u16>,
     live: usize,
@@ -97,7 +97,7 @@ impl Table {
     fn new(upstreams: usize, capacity: usize, now: Instant) -> Table {
         let capacity = capacity.clamp(1, u16::MAX as usize / MAX_COPIES);
         Table {
-            by_id: Vec::new(),
+            ids: IdMap::new(),
             slots: Vec::new(),
             free: (0..capacity as u16).rev().collect(),
             live: 0,
@@ -125,13 +125,10 @@ impl Table {
 
     /// A fresh ID, registered for slot `index`.
     fn take_id(&mut self, index: usize) -> u16 {
-        if self.by_id.is_empty() {
-            self.by_id = vec![0u16; 1 << 16];
-        }
         loop {
             let id = self.next_id();
-            if self.by_id[id as usize] == 0 {
-                self.by_id[id as usize] = index as u16 + 1;
+            if self.ids.get(id).is_none() {
+                self.ids.insert(id, index);
                 return id;
             }
         }
@@ -141,7 +138,7 @@ impl Table {
         let slot = &mut self.slots[index];
         slot.live = false;
         for c in &slot.copies[..slot.sent] {
-            self.by_id[c.id as usize] = 0;
+            self.ids.remove(c.id);
         }
         self.free.push(index as u16);
         self.live -= 1;
@@ -374,13 +371,9 @@ impl UdpRelay {
         };
         let (client, client_id, first_sent) = {
             let mut t = self.lock();
-            let Some(&index) = t.by_id.get(h.id as usize) else {
-                return;
-            };
-            if index == 0 {
+            let Some(index) = t.ids.get(h.id) else {
                 return; // late, duplicate or spoofed
-            }
-            let index = index as usize - 1;
+            };
             let s = &t.slots[index];
             // A reply to any copy we sent to this upstream completes the query; the connected
             // socket guarantees it came from that upstream.
