@@ -614,3 +614,117 @@ impl RelayLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(n: usize) -> UpstreamHealth {
+        let addrs: Vec<SocketAddr> = (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 5300 + i as u16)))
+            .collect();
+        UpstreamHealth::new(&addrs, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn capacity_is_bounded_by_the_id_space() {
+        let t0 = Instant::now();
+        for (asked, slots) in [(0, 1), (1, 1), (1024, 1024), (100_000, 65_535 / MAX_COPIES)] {
+            assert_eq!(Table::new(1, asked, t0).free.len(), slots, "{asked}");
+        }
+    }
+
+    /// When the relay thread must be woken for a new deadline: only when it sleeps towards a
+    /// later one (or none).
+    #[test]
+    fn wakes_the_relay_thread_only_for_an_earlier_deadline() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let rows = [
+            // (asleep, sleeping until, new deadline, wake?)
+            (false, None, ms(50), false),
+            (true, None, ms(50), true),
+            (true, Some(ms(100)), ms(50), true),
+            (true, Some(ms(50)), ms(50), false),
+            (true, Some(ms(20)), ms(50), false),
+        ];
+        for (sleeping, until, due, wake) in rows {
+            let mut t = Table::new(1, 4, t0);
+            t.sleeping = sleeping;
+            t.sleeping_until = until;
+            assert_eq!(t.must_wake(due), wake, "{sleeping} {until:?} {due:?}");
+        }
+    }
+
+    /// Every copy's ID maps to its slot until the slot is released, and then none does.
+    #[test]
+    fn ids_live_exactly_as_long_as_their_slot() {
+        let t0 = Instant::now();
+        let mut t = Table::new(1, 4, t0);
+        for index in 0..2 {
+            t.slots.push(Slot {
+                live: true,
+                client_id: 0,
+                client: SocketAddr::from(([127, 0, 0, 1], 1)),
+                copies: [Copy::default(); MAX_COPIES],
+                sent: 0,
+                first_sent: t0,
+                next_at: t0,
+                give_up: t0,
+                question_end: 0,
+                query: Vec::new(),
+            });
+            for k in 0..3 {
+                let id = t.take_id(index);
+                t.slots[index].copies[k] = Copy { id, upstream: 0 };
+                t.slots[index].sent = k + 1;
+            }
+            t.live += 1;
+            t.note_due(t0 + Duration::from_millis(10 * (index as u64 + 1)));
+        }
+        assert_eq!(t.next_due, Some(t0 + Duration::from_millis(10)));
+        let ids = |t: &Table, i: usize| -> Vec<u16> {
+            t.slots[i].copies[..3].iter().map(|c| c.id).collect()
+        };
+        let (a, b) = (ids(&t, 0), ids(&t, 1));
+        assert!(a.iter().all(|id| t.ids.get(*id) == Some(0)));
+        t.release(0);
+        assert!(a.iter().all(|id| t.ids.get(*id).is_none()));
+        assert!(b.iter().all(|id| t.ids.get(*id) == Some(1)));
+        assert_eq!(t.live, 1);
+        t.release(1);
+        assert_eq!(
+            (t.live, t.next_due),
+            (0, None),
+            "nothing due once nothing is in flight"
+        );
+    }
+
+    /// Re-send intervals: RTO from the RTT estimate, back-off, and the slow pace for a down
+    /// upstream.
+    #[test]
+    fn intervals_follow_the_rtt_and_health() {
+        let t0 = Instant::now();
+        let h = health(1);
+        let mut t = Table::new(1, 4, t0);
+        let ms = Duration::from_millis;
+        let rows = [(1, ms(200)), (2, ms(200)), (3, ms(400))];
+        for (sent, want) in rows {
+            assert_eq!(
+                t.interval(&h, 0, sent),
+                want,
+                "before any RTT sample, copy {sent}"
+            );
+        }
+        t.rtt[0].sample(ms(1));
+        for (sent, want) in [(1, ms(50)), (3, ms(100)), (5, ms(200)), (7, ms(400))] {
+            assert_eq!(t.interval(&h, 0, sent), want, "fast upstream, copy {sent}");
+        }
+        h.silent(0, t0, 3, t0 + Duration::from_secs(2));
+        assert_eq!(
+            t.interval(&h, 0, 1),
+            DOWN_INTERVAL,
+            "a down upstream is asked slowly"
+        );
+    }
+}
