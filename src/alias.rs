@@ -35,6 +35,8 @@ use crate::stats::WorkerStats;
 pub const MAX_DEPTH: usize = 8;
 /// Alias lookups in flight at once; more wait for a slot.
 const CONCURRENCY: usize = 256;
+/// Re-tries of an alias target lookup after a timeout (hickory's `attempts`).
+const ALIAS_RETRIES: u32 = 4;
 /// UDP alias queries queued for the resolver; beyond it they get SERVFAIL.
 pub const QUEUE: usize = 1024;
 
@@ -91,8 +93,12 @@ impl AliasResolver {
                     })
                     .collect();
                 let mut opts = ResolverOpts::default();
-                opts.timeout = self.timeout / self.upstreams.len().max(1) as u32;
-                opts.attempts = 1;
+                // Lost datagrams are re-sent within the budget here too (hickory re-tries after
+                // each timeout): five tries per upstream, the whole within the budget.
+                let tries = 1 + ALIAS_RETRIES;
+                opts.timeout = (self.timeout / (tries * self.upstreams.len().max(1) as u32))
+                    .max(Duration::from_millis(100));
+                opts.attempts = ALIAS_RETRIES as usize;
                 opts.ndots = 0;
                 opts.use_hosts_file = ResolveHosts::Never;
                 opts.preserve_intermediates = false;
