@@ -12,8 +12,9 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,11 +32,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::dns::answer::Outcome;
-use crate::mapping::SharedMapping;
-use crate::mapping::reload::ReloadStats;
-use crate::stats::{HistogramTotals, LATENCY_BUCKETS, Stats};
-use crate::upstream::health::UpstreamHealth;
-use crate::upstream::probe::LoopGuard;
+use crate::shared::Shared;
+use crate::stats::{HistogramTotals, LATENCY_BUCKETS};
 use crate::upstream::udp::UdpRelay;
 
 /// Admin connections served at once; more wait in the kernel backlog.
@@ -45,13 +43,8 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the admin endpoint reads.
 pub struct AdminState {
-    pub stats: Arc<Stats>,
-    pub reload: Arc<ReloadStats>,
-    pub mapping: SharedMapping,
+    pub shared: Arc<Shared>,
     pub relays: Vec<Arc<UdpRelay>>,
-    pub health: Arc<UpstreamHealth>,
-    pub loop_guard: Arc<LoopGuard>,
-    pub stopping: Arc<AtomicBool>,
     /// An upstream must have answered a probe within this window for `/ready`.
     pub ready_window: Duration,
 }
@@ -59,17 +52,17 @@ pub struct AdminState {
 impl AdminState {
     /// `Ok` when ready, else the reason.
     pub fn readiness(&self) -> Result<(), String> {
-        if self.stopping.load(Ordering::Relaxed) {
+        if self.shared.stop.is_set() {
             return Err("shutting down".into());
         }
-        if self.loop_guard.detected() {
+        if self.shared.loop_guard.detected() {
             return Err(
                 "forwarding loop detected: the upstream sends our queries back to us".into(),
             );
         }
-        if !self.health.any_answered_within(self.ready_window) {
-            let ups: Vec<String> = (0..self.health.count())
-                .map(|u| self.health.addr(u).to_string())
+        if !self.shared.upstreams.any_answered_within(self.ready_window) {
+            let ups: Vec<String> = (0..self.shared.upstreams.count())
+                .map(|u| self.shared.upstreams.addr(u).to_string())
                 .collect();
             return Err(format!(
                 "no upstream answered a probe in the last {:?} ({})",
@@ -92,7 +85,30 @@ impl AdminState {
 }
 
 /// Serves the admin endpoint until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+/// The running admin endpoint. It outlives the data plane's stop (reporting 503 meanwhile) and
+/// closes last.
+pub struct AdminHandle {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl AdminHandle {
+    pub fn shutdown(self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Serves `/live`, `/ready` and `/metrics` on `listener` (bound by the caller, so that a port
+/// conflict fails start-up before anything runs).
+pub fn spawn(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<AdminHandle> {
+    let addr = listener.local_addr()?;
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(serve(listener, state, rx));
+    tracing::info!("admin listening on http://{addr} (/live /ready /metrics)");
+    Ok(AdminHandle { addr, stop })
+}
+
+async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -226,7 +242,7 @@ fn histogram(
 impl Collector for Metrics {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let s = &self.0;
-        let t = s.stats.totals();
+        let t = s.shared.stats.totals();
         let mut queries = Vec::new();
         for (proto, counts) in [("udp", &t.udp), ("tcp", &t.tcp)] {
             for o in Outcome::ALL {
@@ -259,8 +275,13 @@ impl Collector for Metrics {
             &t.forward_latency,
         )?;
         let per_upstream = |f: &dyn Fn(usize) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
-            (0..s.health.count())
-                .map(|u| (vec![("upstream", s.health.addr(u).to_string())], f(u)))
+            (0..s.shared.upstreams.count())
+                .map(|u| {
+                    (
+                        vec![("upstream", s.shared.upstreams.addr(u).to_string())],
+                        f(u),
+                    )
+                })
                 .collect()
         };
         let up = |u: usize| t.upstreams.get(u).copied().unwrap_or_default();
@@ -297,7 +318,7 @@ impl Collector for Metrics {
             "splitdns_upstream_healthy",
             "1 while the upstream is up, 0 while it is down (silent for the window while asked).",
             MetricType::Gauge,
-            &per_upstream(&|u| f64::from(u8::from(s.health.is_healthy(u)))),
+            &per_upstream(&|u| f64::from(u8::from(s.shared.upstreams.is_healthy(u)))),
         )?;
         let inflight: usize = s.relays.iter().map(|r| r.inflight()).sum();
         family(
@@ -307,7 +328,7 @@ impl Collector for Metrics {
             MetricType::Gauge,
             &[(vec![], inflight as f64)],
         )?;
-        let snapshot = s.mapping.load();
+        let snapshot = s.shared.mapping.load();
         family(
             &mut e,
             "splitdns_mapping_entries",
@@ -329,7 +350,7 @@ impl Collector for Metrics {
             MetricType::Gauge,
             &[(
                 vec![],
-                s.reload.last_success_unix.load(Ordering::Relaxed) as f64,
+                s.shared.reload.last_success_unix.load(Ordering::Relaxed) as f64,
             )],
         )?;
         family(
@@ -337,14 +358,20 @@ impl Collector for Metrics {
             "splitdns_mapping_reloads",
             "Mappings published after start.",
             MetricType::Counter,
-            &[(vec![], s.reload.reloads.load(Ordering::Relaxed) as f64)],
+            &[(
+                vec![],
+                s.shared.reload.reloads.load(Ordering::Relaxed) as f64,
+            )],
         )?;
         family(
             &mut e,
             "splitdns_mapping_reload_failures",
             "Reloads rejected (the last good mapping stayed in service).",
             MetricType::Counter,
-            &[(vec![], s.reload.failures.load(Ordering::Relaxed) as f64)],
+            &[(
+                vec![],
+                s.shared.reload.failures.load(Ordering::Relaxed) as f64,
+            )],
         )?;
         family(
             &mut e,

@@ -27,9 +27,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::warn;
 
 use crate::dns::answer::{self, Outcome, Transport};
-use crate::dns::wire::{self, MAX_NAME_WIRE, rcode, rtype};
+use crate::dns::wire::{self, MAX_NAME_WIRE, rtype};
 use crate::mapping::{Found, SharedMapping, Snapshot, name};
 use crate::stats::WorkerStats;
+use crate::upstream::{QueryError, failure_reply};
 
 /// Rule-to-rule alias chains longer than this are answered SERVFAIL (a loop in the rules).
 pub const MAX_DEPTH: usize = 8;
@@ -64,7 +65,7 @@ enum Resolved {
     Records(Records),
     /// NXDOMAIN or no data at the target.
     NoData,
-    Fail,
+    Fail(QueryError),
 }
 
 impl AliasResolver {
@@ -117,38 +118,33 @@ impl AliasResolver {
             .as_ref()
     }
 
-    /// The complete reply to an alias query, and its outcome.
-    pub async fn answer(&self, query: &[u8], transport: Transport) -> (Vec<u8>, Outcome) {
+    /// The complete reply to an alias query and its outcome, or why there is none (the caller
+    /// answers with [`crate::upstream::failure_reply`]). An unreadable question gives no reply.
+    pub async fn answer(
+        &self,
+        query: &[u8],
+        transport: Transport,
+    ) -> Result<(Vec<u8>, Outcome), QueryError> {
         let _slot = self.slots.acquire().await;
         let snapshot = self.mapping.load_full();
         let mut out = Vec::new();
         let mut lower = [0u8; MAX_NAME_WIRE];
         let Ok(question) = wire::read_question(query, &mut lower) else {
-            return (out, Outcome::Dropped);
+            return Ok((out, Outcome::Dropped));
         };
         let qtype = question.qtype;
         let (resolved, ttl_cap) = self
             .resolve(&snapshot, lower[..question.name_len].to_vec(), qtype)
             .await;
         let serial = snapshot.content_hash as u32;
-        let result = match resolved {
-            Resolved::Records(records) => {
-                answer::records_reply(query, transport, &records, ttl_cap, serial, &mut out)
-            }
-            Resolved::NoData => {
-                answer::records_reply(query, transport, &[], ttl_cap, serial, &mut out)
-            }
-            Resolved::Fail => None,
+        let records = match resolved {
+            Resolved::Records(records) => records,
+            Resolved::NoData => Vec::new(),
+            Resolved::Fail(e) => return Err(e),
         };
-        match result {
-            Some(outcome) => (out, outcome),
-            None => {
-                out.resize(600, 0);
-                let len = answer::error_reply(query, rcode::SERVFAIL, &mut out).unwrap_or(0);
-                out.truncate(len);
-                (out, Outcome::ServFail)
-            }
-        }
+        answer::records_reply(query, transport, &records, ttl_cap, serial, &mut out)
+            .map(|outcome| (out, outcome))
+            .ok_or(QueryError::AliasFailed)
     }
 
     /// Follows the mapping from `wire` (lower-cased wire name) to records; returns them with the
@@ -189,24 +185,24 @@ impl AliasResolver {
                 }
                 Found::Alias(i) if depth < MAX_DEPTH => {
                     let Some(rules) = snapshot.rules() else {
-                        return (Resolved::Fail, cap);
+                        return (Resolved::Fail(QueryError::AliasFailed), cap);
                     };
                     cap = cap.min(rules.rules[i].ttl);
                     let mut buf = [0u8; 256];
                     let Some(text) = name::wire_to_text_in(&wire, &mut buf) else {
-                        return (Resolved::Fail, cap);
+                        return (Resolved::Fail(QueryError::AliasFailed), cap);
                     };
                     let target = rules
                         .expand(i, text)
                         .and_then(|t| name::to_wire_lower(&t).ok());
                     match target {
                         Some(t) => wire = t,
-                        None => return (Resolved::Fail, cap),
+                        None => return (Resolved::Fail(QueryError::AliasFailed), cap),
                     }
                 }
                 Found::Alias(_) => {
                     warn!(depth, "alias rules chain too deep; answering SERVFAIL");
-                    return (Resolved::Fail, cap);
+                    return (Resolved::Fail(QueryError::AliasTooDeep), cap);
                 }
                 Found::None => {
                     let resolved = self.lookup_upstream(&wire, qtype, &mut cap).await;
@@ -214,12 +210,12 @@ impl AliasResolver {
                 }
             }
         }
-        (Resolved::Fail, cap)
+        (Resolved::Fail(QueryError::AliasTooDeep), cap)
     }
 
     async fn lookup_upstream(&self, wire: &[u8], qtype: u16, cap: &mut u32) -> Resolved {
         let Some(resolver) = self.resolver() else {
-            return Resolved::Fail;
+            return Resolved::Fail(QueryError::AliasFailed);
         };
         let fqdn = name::wire_to_text(wire);
         let types: &[u16] = if qtype == rtype::ANY {
@@ -252,7 +248,7 @@ impl AliasResolver {
         if !records.is_empty() {
             Resolved::Records(records)
         } else if failed {
-            Resolved::Fail
+            Resolved::Fail(QueryError::AliasFailed)
         } else {
             Resolved::NoData
         }
@@ -276,11 +272,18 @@ pub async fn run_udp(resolver: Arc<AliasResolver>, mut jobs: mpsc::Receiver<Alia
     while let Some(job) = jobs.recv().await {
         let resolver = resolver.clone();
         tokio::spawn(async move {
-            let (reply, outcome) = resolver.answer(&job.query, Transport::Udp).await;
+            let (reply, outcome) = match resolver.answer(&job.query, Transport::Udp).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let mut out = Vec::new();
+                    let outcome = failure_reply(&job.query, e, None, Transport::Udp, &mut out);
+                    (out, outcome)
+                }
+            };
+            job.stats.count(outcome);
             if !reply.is_empty() {
                 let _ = job.socket.send_to(&reply, job.peer);
             }
-            job.stats.count(outcome);
         });
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 pub mod dns;
 pub mod mapping;
 pub mod server;
+pub mod shared;
 pub mod stats;
 pub mod sys;
 pub mod upstream;
@@ -28,11 +29,9 @@ pub mod upstream;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError, MappingSource};
@@ -41,14 +40,10 @@ pub use mapping::{MappingError, SharedMapping, Snapshot};
 use admin::AdminState;
 use alias::AliasResolver;
 use mapping::reload::{ReloadStats, Reloader};
-use server::tcp::{TcpContext, TcpLimits};
-use server::udp::UdpWorker;
-use stats::{Proto, Stats, Totals};
+use shared::Shared;
+use stats::Totals;
 use upstream::health::UpstreamHealth;
-use upstream::probe::LoopGuard;
 use upstream::stale::StaleCache;
-use upstream::tcp::TcpForwarder;
-use upstream::udp::UdpRelay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -94,31 +89,113 @@ pub fn check_mapping(path: &std::path::Path) -> Result<String, MappingError> {
 
 /// A started server. Dropping it without [`Running::shutdown`] leaves its threads running.
 pub struct Running {
+    shared: Arc<Shared>,
+    admin_state: Arc<AdminState>,
+    udp: Vec<server::udp::UdpHandle>,
+    tcp: Vec<server::tcp::TcpHandle>,
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
-    admin: Arc<AdminState>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    /// Shut down for reading at stop: wakes the UDP workers blocked on them.
-    udp_sockets: Vec<Arc<UdpSocket>>,
-    prober: upstream::probe::ProberStop,
-    /// Stops the TCP listener and the prober at the start of shutdown.
-    stop: watch::Sender<bool>,
-    /// Stops the admin endpoint at the very end (it reports 503 meanwhile).
-    admin_stop: watch::Sender<bool>,
-    tcp_connections: Arc<Semaphore>,
-    tcp_max: usize,
-    grace: Duration,
+    admin: Option<admin::AdminHandle>,
+    prober: upstream::probe::ProberHandle,
     reloader: Option<Reloader>,
+    grace: Duration,
 }
 
-/// Loads the mapping, binds every socket and starts serving. Nothing is started unless all of
-/// it succeeds. Must be called within a tokio runtime (TCP, admin and probes run on it).
+/// Loads the mapping, binds every socket and starts serving. Nothing is started unless the
+/// mapping and every socket are good. Must be called within a tokio runtime (TCP, admin and the
+/// alias resolver run on it).
 pub async fn start(config: Config) -> Result<Running, Error> {
     if config.listen.is_empty() {
         return Err(ConfigError::NoListen.into());
     }
     config::check_loops(&config.listen, &config.upstreams)?;
+    let mapping: SharedMapping = Arc::new(ArcSwap::from_pointee(load_logged(&config)?));
+    // Bind everything first: a port conflict must fail start-up before any thread runs.
+    let mut bound = Vec::new();
+    for addr in &config.listen {
+        bound.push(bind_pair(*addr, config.workers)?);
+    }
+    let admin_listener = config.admin.map(bind_admin).transpose()?;
+
+    let upstreams = Arc::new(UpstreamHealth::new(
+        &config.upstreams,
+        config.unhealthy_after,
+    ));
+    let alias = Arc::new(AliasResolver::new(
+        &config.upstreams,
+        config.upstream_timeout,
+        mapping.clone(),
+    ));
+    let stale = config
+        .serve_stale
+        .map(|d| Arc::new(StaleCache::new(config.stale_cache_size, d)));
+    let reload = Arc::new(ReloadStats::default());
+    mapping::reload::stamp_initial(&reload);
+    let shared = Shared::new(
+        mapping,
+        upstreams,
+        alias.clone(),
+        stale,
+        reload,
+        config.query_log,
+    );
+    let (alias_tx, alias_rx) = tokio::sync::mpsc::channel(alias::QUEUE);
+    tokio::spawn(alias::run_udp(alias, alias_rx));
+
+    let (mut udp, mut tcp) = (Vec::new(), Vec::new());
+    for (sockets, listener) in bound {
+        udp.push(server::udp::spawn(&shared, sockets, &alias_tx, &config).map_err(Error::Thread)?);
+        tcp.push(server::tcp::spawn(&shared, listener, &config).map_err(Error::Thread)?);
+    }
+    let admin_state = Arc::new(AdminState {
+        shared: shared.clone(),
+        relays: udp
+            .iter()
+            .flat_map(|h| h.relays().iter().cloned())
+            .collect(),
+        ready_window: config.probe_interval + config.upstream_timeout,
+    });
+    let admin = admin_listener
+        .map(|l| admin::spawn(l, admin_state.clone()))
+        .transpose()
+        .map_err(Error::Thread)?;
+    let prober = upstream::probe::spawn(&shared, &config).map_err(Error::Thread)?;
+    let reloader = match &config.mapping {
+        MappingSource::File(path) => Some(
+            Reloader::spawn(
+                path.clone(),
+                config.ttl,
+                config.poll_interval,
+                shared.mapping.clone(),
+                shared.reload.clone(),
+            )
+            .map_err(Error::Thread)?,
+        ),
+        MappingSource::Embedded => None,
+    };
+    let ups: Vec<String> = config.upstreams.iter().map(|u| u.to_string()).collect();
+    info!(
+        workers = config.workers,
+        upstreams = %ups.join(","),
+        timeout_ms = config.upstream_timeout.as_millis() as u64,
+        "splitdns started"
+    );
+    Ok(Running {
+        udp_addrs: udp.iter().map(|h| h.addr).collect(),
+        tcp_addrs: tcp.iter().map(|h| h.addr).collect(),
+        shared,
+        admin_state,
+        udp,
+        tcp,
+        admin,
+        prober,
+        reloader,
+        grace: config.shutdown_grace,
+    })
+}
+
+/// Loads the configured mapping and logs what it holds.
+fn load_logged(config: &Config) -> Result<Snapshot, MappingError> {
     let t0 = Instant::now();
     let snapshot = load_mapping(&config.mapping, config.ttl)?;
     let (names, v4, v6) = snapshot.summary();
@@ -134,188 +211,24 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     if config.mapping == MappingSource::Embedded {
         warn!("no --mapping given and config/mapping.yaml not found: serving the built-in example");
     }
-    let mapping: SharedMapping = Arc::new(ArcSwap::from_pointee(snapshot));
-    let reload_stats = Arc::new(ReloadStats::default());
-    mapping::reload::stamp_initial(&reload_stats);
-
-    // Bind everything first: a port conflict must fail start-up before any thread runs.
-    let mut bound = Vec::new();
-    for addr in &config.listen {
-        bound.push(bind_pair(*addr, config.workers)?);
-    }
-    let admin_listener = match config.admin {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .and_then(tokio::net::TcpListener::from_std)
-                .map_err(|source| Error::Bind {
-                    proto: "tcp (admin)",
-                    addr,
-                    source,
-                })?,
-        ),
-        None => None,
-    };
     for addr in &config.listen {
         if !addr.ip().is_loopback() {
             // An open resolver on a pod network can be abused for amplification.
             warn!(%addr, "listening on a non-loopback address: make sure only the pod can reach it");
         }
     }
+    Ok(snapshot)
+}
 
-    let stats = Arc::new(Stats::new(config.upstreams.len()));
-    let health = Arc::new(UpstreamHealth::new(
-        &config.upstreams,
-        config.unhealthy_after,
-    ));
-    let stale = config
-        .serve_stale
-        .map(|d| Arc::new(StaleCache::new(config.stale_cache_size, d)));
-    let loop_guard = Arc::new(LoopGuard::new());
-    let stopping = Arc::new(AtomicBool::new(false));
-    let (stop, stop_rx) = watch::channel(false);
-    let (admin_stop, admin_stop_rx) = watch::channel(false);
-    let tcp_connections = Arc::new(Semaphore::new(config.tcp_max_connections));
-    let alias = Arc::new(AliasResolver::new(
-        &config.upstreams,
-        config.upstream_timeout,
-        mapping.clone(),
-    ));
-    let (alias_tx, alias_rx) = tokio::sync::mpsc::channel(alias::QUEUE);
-    tokio::spawn(alias::run_udp(alias.clone(), alias_rx));
-    let tcp_ctx = Arc::new(TcpContext {
-        mapping: mapping.clone(),
-        forwarder: TcpForwarder::new(health.clone(), config.upstream_timeout, stale.clone()),
-        alias,
-        stats: stats.block(Proto::Tcp),
-        limits: TcpLimits {
-            idle_timeout: config.tcp_idle_timeout,
-            max_queries: config.tcp_max_queries,
-        },
-        query_log: config.query_log,
-    });
-
-    let mut threads = Vec::new();
-    let mut relays = Vec::new();
-    let mut worker_sockets = Vec::new();
-    let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
-    for (udp_sockets, tcp_listener) in bound {
-        let udp_addr = udp_sockets[0].local_addr().map_err(Error::Thread)?;
-        for (i, socket) in udp_sockets.into_iter().enumerate() {
-            let socket = Arc::new(socket);
-            let block = stats.block(Proto::Udp);
-            let (relay, relay_loop) = UdpRelay::new(
-                health.clone(),
-                config.upstream_timeout,
-                config.max_inflight,
-                socket.clone(),
-                block.clone(),
-                stale.clone(),
-            )
-            .map_err(Error::UpstreamSocket)?;
-            threads.push(spawn(format!("relay-{i}"), move || relay_loop.run())?);
-            let worker = UdpWorker {
-                socket: socket.clone(),
-                mapping: mapping.clone(),
-                relay: relay.clone(),
-                stats: block,
-                loop_guard: loop_guard.clone(),
-                query_log: config.query_log,
-                alias: alias_tx.clone(),
-            };
-            threads.push(spawn(format!("udp-{i}"), move || worker.serve())?);
-            relays.push(relay);
-            worker_sockets.push(socket);
-        }
-        info!("listening on udp {udp_addr}");
-        let tcp_addr = tcp_listener.local_addr().map_err(Error::Thread)?;
-        let listener =
-            tokio::net::TcpListener::from_std(tcp_listener).map_err(|source| Error::Bind {
-                proto: "tcp",
-                addr: tcp_addr,
-                source,
-            })?;
-        tokio::spawn(server::tcp::serve(
-            listener,
-            tcp_ctx.clone(),
-            tcp_connections.clone(),
-            stop_rx.clone(),
-        ));
-        info!("listening on tcp {tcp_addr}");
-        udp_addrs.push(udp_addr);
-        tcp_addrs.push(tcp_addr);
-    }
-
-    let admin = Arc::new(AdminState {
-        stats,
-        reload: reload_stats.clone(),
-        mapping: mapping.clone(),
-        relays,
-        health: health.clone(),
-        loop_guard: loop_guard.clone(),
-        stopping,
-        ready_window: config.probe_interval + config.upstream_timeout,
-    });
-    let admin_addr = match admin_listener {
-        Some(l) => {
-            let addr = l.local_addr().map_err(Error::Thread)?;
-            tokio::spawn(admin::serve(l, admin.clone(), admin_stop_rx));
-            info!("admin listening on http://{addr} (/live /ready /metrics)");
-            Some(addr)
-        }
-        None => None,
-    };
-
-    // The loop check runs once, the prober for good; both in the background so that start-up
-    // does not wait on the upstream (readiness does).
-    {
-        let (guard, ups, timeout) = (
-            loop_guard,
-            config.upstreams.clone(),
-            config.upstream_timeout,
-        );
-        tokio::spawn(async move { guard.check(&ups, timeout).await });
-    }
-    let (prober, prober_stop) =
-        upstream::probe::Prober::new(health, config.probe_interval, config.upstream_timeout)
-            .map_err(Error::UpstreamSocket)?;
-    threads.push(spawn("probe".into(), move || prober.run())?);
-
-    let reloader = match &config.mapping {
-        MappingSource::File(path) => Some(
-            Reloader::spawn(
-                path.clone(),
-                config.ttl,
-                config.poll_interval,
-                mapping,
-                reload_stats,
-            )
-            .map_err(Error::Thread)?,
-        ),
-        MappingSource::Embedded => None,
-    };
-    let ups: Vec<String> = config.upstreams.iter().map(|u| u.to_string()).collect();
-    info!(
-        workers = config.workers,
-        upstreams = %ups.join(","),
-        timeout_ms = config.upstream_timeout.as_millis() as u64,
-        "splitdns started"
-    );
-    Ok(Running {
-        udp_addrs,
-        tcp_addrs,
-        admin_addr,
-        admin,
-        threads,
-        udp_sockets: worker_sockets,
-        prober: prober_stop,
-        stop,
-        admin_stop,
-        tcp_connections,
-        tcp_max: config.tcp_max_connections,
-        grace: config.shutdown_grace,
-        reloader,
-    })
+fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|source| Error::Bind {
+            proto: "tcp (admin)",
+            addr,
+            source,
+        })
 }
 
 fn describe_source(source: &MappingSource) -> String {
@@ -323,16 +236,6 @@ fn describe_source(source: &MappingSource) -> String {
         MappingSource::File(p) => p.display().to_string(),
         MappingSource::Embedded => "<built-in example>".into(),
     }
-}
-
-fn spawn(
-    name: String,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, Error> {
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(f)
-        .map_err(Error::Thread)
 }
 
 /// Binds the UDP sockets and a TCP listener on the same address; with port 0 the TCP listener
@@ -380,31 +283,31 @@ impl Running {
 
     /// The admin endpoint's address, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// The live mapping (the reloader stores new snapshots here).
     pub fn mapping(&self) -> &SharedMapping {
-        &self.admin.mapping
+        &self.shared.mapping
     }
 
     pub fn stats(&self) -> Totals {
-        self.admin.stats.totals()
+        self.shared.stats.totals()
     }
 
     pub fn reload_stats(&self) -> &ReloadStats {
-        &self.admin.reload
+        &self.shared.reload
     }
 
     /// Whether each upstream is up (in `--upstream` order).
     pub fn upstreams_up(&self) -> Vec<bool> {
-        let h = &self.admin.health;
+        let h = &self.shared.upstreams;
         (0..h.count()).map(|u| h.is_healthy(u)).collect()
     }
 
     /// What `/ready` says.
     pub fn readiness(&self) -> Result<(), String> {
-        self.admin.readiness()
+        self.admin_state.readiness()
     }
 
     /// Re-reads the mapping now (SIGHUP does this). Returns at once; the reload runs on the
@@ -416,26 +319,23 @@ impl Running {
     }
 
     /// The one shutdown path, for signals and tests alike: readiness turns 503 at once, the
-    /// sockets stop taking queries, in-flight forwards (UDP and TCP) get up to the grace period
-    /// to finish, every thread is joined, then the admin endpoint closes. Returns false if a
-    /// thread had panicked (in release builds a panic aborts the process before that).
+    /// sockets stop taking queries, in-flight forwards (UDP and TCP) get until one deadline,
+    /// `--shutdown-grace` from now, to finish, every thread is joined, then the admin endpoint
+    /// closes. Returns false if a thread had panicked (in release builds a panic aborts the
+    /// process before that).
     pub async fn shutdown(self) -> bool {
         info!("shutting down");
-        // One deadline for every drain (UDP relays and TCP connections alike).
         let deadline = Instant::now() + self.grace;
-        self.admin.stopping.store(true, Ordering::SeqCst);
-        let _ = self.stop.send(true);
-        for socket in &self.udp_sockets {
-            sys::stop_receiving(socket);
-        }
-        for relay in &self.admin.relays {
-            relay.stop(deadline);
-        }
-        self.prober.stop();
+        self.shared.stop.signal();
+        let mut threads: Vec<_> = self
+            .udp
+            .into_iter()
+            .flat_map(|h| h.shutdown(deadline))
+            .collect();
+        threads.push(self.prober.shutdown());
         if let Some(r) = self.reloader {
             r.stop();
         }
-        let threads = self.threads;
         let joined = tokio::task::spawn_blocking(move || {
             threads
                 .into_iter()
@@ -443,19 +343,24 @@ impl Running {
                 .filter(Result::is_err)
                 .count()
         });
-        let tcp_drained = tokio::time::timeout_at(
-            deadline.into(),
-            self.tcp_connections.acquire_many(self.tcp_max as u32),
-        );
-        let (panicked, drained) = tokio::join!(joined, tcp_drained);
+        let tcp = async {
+            let mut drained = true;
+            for h in self.tcp {
+                drained &= h.shutdown(deadline).await;
+            }
+            drained
+        };
+        let (panicked, drained) = tokio::join!(joined, tcp);
         let panicked = panicked.unwrap_or(1);
         if panicked > 0 {
             tracing::error!(panicked, "threads panicked");
         }
-        if drained.is_err() {
+        if !drained {
             warn!("TCP connections still open after the shutdown grace period");
         }
-        let _ = self.admin_stop.send(true);
+        if let Some(a) = self.admin {
+            a.shutdown();
+        }
         info!("stopped");
         panicked == 0
     }

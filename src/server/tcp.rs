@@ -21,11 +21,11 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::alias::AliasResolver;
-use crate::dns::answer::{self, Decision, Outcome, Transport};
-use crate::dns::wire::flag;
-use crate::mapping::SharedMapping;
-use crate::stats::WorkerStats;
+use crate::config::Config;
+use crate::dns::answer::{Outcome, Transport};
+use crate::server::dispatch::{Step, dispatch};
+use crate::shared::Shared;
+use crate::stats::{Proto, WorkerStats};
 use crate::upstream::failure_reply;
 use crate::upstream::tcp::TcpForwarder;
 
@@ -55,12 +55,10 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// Everything a connection handler needs, shared by all connections.
 pub struct TcpContext {
-    pub mapping: SharedMapping,
+    pub shared: Arc<Shared>,
     pub forwarder: TcpForwarder,
-    pub alias: Arc<AliasResolver>,
     pub stats: Arc<WorkerStats>,
     pub limits: TcpLimits,
-    pub query_log: bool,
 }
 
 /// The live connections, to find the one idle longest when a slot is needed.
@@ -115,9 +113,66 @@ impl Connections {
     }
 }
 
+/// The TCP side of one listen address.
+pub struct TcpHandle {
+    pub addr: SocketAddr,
+    /// Live connections hold permits: all of them free means drained.
+    connections: Arc<Semaphore>,
+    max: usize,
+}
+
+/// Serves TCP on `listener` (bound by the caller) until the data plane's stop.
+pub fn spawn(
+    shared: &Arc<Shared>,
+    listener: std::net::TcpListener,
+    config: &Config,
+) -> io::Result<TcpHandle> {
+    let addr = listener.local_addr()?;
+    let listener = TcpListener::from_std(listener)?;
+    let ctx = Arc::new(TcpContext {
+        shared: shared.clone(),
+        forwarder: TcpForwarder::new(
+            shared.upstreams.clone(),
+            config.upstream_timeout,
+            shared.stale.clone(),
+        ),
+        stats: shared.stats.block(Proto::Tcp),
+        limits: TcpLimits {
+            idle_timeout: config.tcp_idle_timeout,
+            max_queries: config.tcp_max_queries,
+        },
+    });
+    let connections = Arc::new(Semaphore::new(config.tcp_max_connections));
+    tokio::spawn(serve(
+        listener,
+        ctx,
+        connections.clone(),
+        shared.stop.subscribe(),
+    ));
+    tracing::info!("listening on tcp {addr}");
+    Ok(TcpHandle {
+        addr,
+        connections,
+        max: config.tcp_max_connections,
+    })
+}
+
+impl TcpHandle {
+    /// Waits until every connection has finished (they stop reading at the data plane's stop
+    /// and answer what they have), or `deadline`. False if some were still open then.
+    pub async fn shutdown(self, deadline: Instant) -> bool {
+        tokio::time::timeout_at(
+            deadline.into(),
+            self.connections.acquire_many(self.max as u32),
+        )
+        .await
+        .is_ok()
+    }
+}
+
 /// Accepts connections until `stop` turns true. Live connections hold permits of
 /// `connections`, so the caller can wait for them to drain.
-pub async fn serve(
+async fn serve(
     listener: TcpListener,
     ctx: Arc<TcpContext>,
     slots: Arc<Semaphore>,
@@ -168,7 +223,9 @@ async fn connection(
     epoch: Instant,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let peer = stream.peer_addr().ok();
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PIPELINE_DEPTH);
     let writer = tokio::spawn(async move {
@@ -192,26 +249,20 @@ async fn connection(
         state
             .last_active_ms
             .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let decision = decide(ctx, &query, &mut out);
-        if ctx.query_log
-            && let Some(peer) = peer
-        {
-            let outcome = match decision {
-                Decision::Reply { outcome, .. } => outcome.label(),
-                Decision::Forward { .. } => "forwarding",
-                Decision::Alias { .. } => "alias",
-                Decision::Drop => "dropped",
-            };
-            crate::server::udp::log_query(&query, peer, outcome);
-        }
-        match decision {
-            Decision::Reply { len, outcome } => {
-                ctx.stats.count(outcome);
+        match dispatch(
+            &ctx.shared,
+            &ctx.stats,
+            &query,
+            peer,
+            Transport::Tcp,
+            &mut out,
+        ) {
+            Step::Reply { len } => {
                 if tx.send(frame(&out[..len])).await.is_err() {
                     break;
                 }
             }
-            Decision::Forward { question_end } => {
+            Step::Forward { question_end } => {
                 let Ok(permit) = pipeline.clone().acquire_owned().await else {
                     break;
                 };
@@ -224,16 +275,15 @@ async fn connection(
                     permit,
                 );
             }
-            Decision::Alias { .. } => {
+            Step::Alias => {
                 let Ok(permit) = pipeline.clone().acquire_owned().await else {
                     break;
                 };
                 spawn_forward(ctx.clone(), query, None, tx.clone(), state.clone(), permit);
             }
-            Decision::Drop => {
+            Step::Drop => {
                 // Over TCP the peer is connected: an unreadable message ends the connection
                 // (we cannot trust the framing after it).
-                ctx.stats.count(Outcome::Dropped);
                 break;
             }
         }
@@ -259,21 +309,6 @@ async fn read_message(rd: &mut OwnedReadHalf, idle: Duration) -> Option<Vec<u8>>
     }
 }
 
-/// The local decision, retried in a full-size buffer if the answer did not fit the small one.
-fn decide(ctx: &TcpContext, query: &[u8], out: &mut Vec<u8>) -> Decision {
-    let snapshot = ctx.mapping.load();
-    let decision = answer::decide(query, &snapshot, Transport::Tcp, out);
-    if let Decision::Reply { len, .. } = decision
-        && len >= 4
-        && u16::from_be_bytes([out[2], out[3]]) & flag::TC != 0
-        && out.len() < u16::MAX as usize
-    {
-        out.resize(u16::MAX as usize, 0);
-        return answer::decide(query, &snapshot, Transport::Tcp, out);
-    }
-    decision
-}
-
 /// Answers a query off the reader: forwarded upstream (`question_end` given) or resolved as an
 /// alias (`None`).
 fn spawn_forward(
@@ -287,7 +322,14 @@ fn spawn_forward(
     state.busy.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let Some(question_end) = question_end else {
-            let (reply, outcome) = ctx.alias.answer(&query, Transport::Tcp).await;
+            let (reply, outcome) = match ctx.shared.alias.answer(&query, Transport::Tcp).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let mut out = Vec::new();
+                    let outcome = failure_reply(&query, e, None, Transport::Tcp, &mut out);
+                    (out, outcome)
+                }
+            };
             ctx.stats.count(outcome);
             if !reply.is_empty() {
                 let _ = tx.send(frame(&reply)).await;
@@ -310,7 +352,7 @@ fn spawn_forward(
                 let outcome = failure_reply(
                     &query,
                     e,
-                    ctx.forwarder.stale.as_deref(),
+                    ctx.shared.stale.as_deref(),
                     Transport::Tcp,
                     &mut reply,
                 );

@@ -17,13 +17,13 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::alias::AliasJob;
-use crate::dns::answer::{self, Decision, OUR_UDP_PAYLOAD, Outcome, Transport};
-use crate::dns::wire::rcode;
-use crate::mapping::SharedMapping;
-use crate::stats::WorkerStats;
-use crate::upstream::failure_reply;
-use crate::upstream::probe::LoopGuard;
+use crate::config::Config;
+use crate::dns::answer::{OUR_UDP_PAYLOAD, Transport};
+use crate::server::dispatch::{Step, dispatch};
+use crate::shared::Shared;
+use crate::stats::{Proto, WorkerStats};
 use crate::upstream::udp::UdpRelay;
+use crate::upstream::{QueryError, failure_reply};
 
 /// Kernel receive buffer per socket: absorbs bursts (dnsperf opens with 100+ queries at once)
 /// without drops; the kernel caps it at `net.core.rmem_max`.
@@ -52,12 +52,9 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
 /// Everything one worker's query loop uses.
 pub struct UdpWorker {
     pub socket: Arc<UdpSocket>,
-    pub mapping: SharedMapping,
+    pub shared: Arc<Shared>,
     pub relay: Arc<UdpRelay>,
     pub stats: Arc<WorkerStats>,
-    pub loop_guard: Arc<LoopGuard>,
-    /// `--query-log`: one log line per query. Off by default: the hot path logs nothing.
-    pub query_log: bool,
     /// Alias-rule queries go to the resolver task through this bounded queue.
     pub alias: mpsc::Sender<AliasJob>,
 }
@@ -84,45 +81,33 @@ impl UdpWorker {
             };
             seq = seq.wrapping_add(1);
             let t0 = seq.is_multiple_of(LATENCY_SAMPLE).then(Instant::now);
-            let decision = {
-                let snapshot = self.mapping.load();
-                answer::decide(&buf[..n], &snapshot, Transport::Udp, &mut out)
-            };
-            let outcome = match decision {
-                Decision::Reply { len, outcome } => {
+            let query = &mut buf[..n];
+            let failed = match dispatch(
+                &self.shared,
+                &self.stats,
+                query,
+                peer,
+                Transport::Udp,
+                &mut out,
+            ) {
+                Step::Reply { len } => {
                     let _ = self.socket.send_to(&out[..len], peer);
                     if let Some(t0) = t0 {
                         self.stats.local_latency.observe(t0.elapsed());
                     }
-                    outcome
+                    continue;
                 }
-                Decision::Forward { question_end } => {
-                    if self.loop_guard.is_our_probe(&buf[..n], question_end) {
-                        // Our own loop-check query came back: do not send it round again.
-                        Outcome::Dropped
-                    } else {
-                        match self.relay.forward(&mut buf[..n], peer, question_end) {
-                            Ok(()) => {
-                                // Counted when the reply (or the failure reply) goes out.
-                                if self.query_log {
-                                    log_query(&buf[..n], peer, "forwarding");
-                                }
-                                continue;
-                            }
-                            Err(e) => {
-                                let outcome =
-                                    failure_reply(&buf[..n], e, None, Transport::Udp, &mut fail);
-                                if !fail.is_empty() {
-                                    let _ = self.socket.send_to(&fail, peer);
-                                }
-                                outcome
-                            }
-                        }
+                Step::Drop => continue,
+                // Counted when the reply (or the failure reply) goes out.
+                Step::Forward { question_end } => {
+                    match self.relay.forward(query, peer, question_end) {
+                        Ok(()) => continue,
+                        Err(e) => e,
                     }
                 }
-                Decision::Alias { .. } => {
+                Step::Alias => {
                     let job = AliasJob {
-                        query: buf[..n].to_vec(),
+                        query: query.to_vec(),
                         peer,
                         socket: self.socket.clone(),
                         stats: self.stats.clone(),
@@ -130,34 +115,93 @@ impl UdpWorker {
                     match self.alias.try_send(job) {
                         // Counted by the resolver task when it answers.
                         Ok(()) => continue,
-                        Err(_) => {
-                            if let Some(len) =
-                                answer::error_reply(&buf[..n], rcode::SERVFAIL, &mut out)
-                            {
-                                let _ = self.socket.send_to(&out[..len], peer);
-                            }
-                            Outcome::ServFail
-                        }
+                        Err(_) => QueryError::AliasQueueFull,
                     }
                 }
-                Decision::Drop => Outcome::Dropped,
             };
+            let outcome = failure_reply(query, failed, None, Transport::Udp, &mut fail);
             self.stats.count(outcome);
-            if self.query_log {
-                log_query(&buf[..n], peer, outcome.label());
+            if !fail.is_empty() {
+                let _ = self.socket.send_to(&fail, peer);
             }
         }
     }
 }
 
-/// One line per query, for `--query-log` only (allocates; never on by default).
-pub fn log_query(msg: &[u8], peer: SocketAddr, outcome: &str) {
-    let mut lower = [0u8; crate::dns::wire::MAX_NAME_WIRE];
-    match crate::dns::wire::read_question(msg, &mut lower) {
-        Ok(q) => {
-            let name = crate::mapping::name::wire_to_text(&msg[12..12 + q.name_len]);
-            info!(client = %peer, name, qtype = q.qtype, outcome, "query");
+/// The UDP side of one listen address: each worker's query thread and relay thread.
+pub struct UdpHandle {
+    pub addr: SocketAddr,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    sockets: Vec<Arc<UdpSocket>>,
+    relays: Vec<Arc<UdpRelay>>,
+}
+
+/// Starts a worker (query thread + relay thread) on each of `sockets`, bound by the caller.
+pub fn spawn(
+    shared: &Arc<Shared>,
+    sockets: Vec<UdpSocket>,
+    alias: &mpsc::Sender<AliasJob>,
+    config: &Config,
+) -> io::Result<UdpHandle> {
+    let addr = sockets
+        .first()
+        .ok_or_else(|| io::Error::other("no UDP socket"))?
+        .local_addr()?;
+    let mut handle = UdpHandle {
+        addr,
+        threads: Vec::new(),
+        sockets: Vec::new(),
+        relays: Vec::new(),
+    };
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let socket = Arc::new(socket);
+        let stats = shared.stats.block(Proto::Udp);
+        let (relay, relay_loop) = UdpRelay::new(
+            shared.upstreams.clone(),
+            config.upstream_timeout,
+            config.max_inflight,
+            socket.clone(),
+            stats.clone(),
+            shared.stale.clone(),
+        )?;
+        let worker = UdpWorker {
+            socket: socket.clone(),
+            shared: shared.clone(),
+            relay: relay.clone(),
+            stats,
+            alias: alias.clone(),
+        };
+        handle.threads.push(
+            std::thread::Builder::new()
+                .name(format!("relay-{i}"))
+                .spawn(move || relay_loop.run())?,
+        );
+        handle.threads.push(
+            std::thread::Builder::new()
+                .name(format!("udp-{i}"))
+                .spawn(move || worker.serve())?,
+        );
+        handle.sockets.push(socket);
+        handle.relays.push(relay);
+    }
+    info!("listening on udp {addr}");
+    Ok(handle)
+}
+
+impl UdpHandle {
+    pub fn relays(&self) -> &[Arc<UdpRelay>] {
+        &self.relays
+    }
+
+    /// Wakes every worker (their sockets stop receiving) and lets each relay finish what is in
+    /// flight until `deadline`; returns the threads, to be joined.
+    pub fn shutdown(self, deadline: std::time::Instant) -> Vec<std::thread::JoinHandle<()>> {
+        for socket in &self.sockets {
+            crate::sys::stop_receiving(socket);
         }
-        Err(_) => info!(client = %peer, len = msg.len(), outcome, "query (unreadable)"),
+        for relay in &self.relays {
+            relay.stop(deadline);
+        }
+        self.threads
     }
 }

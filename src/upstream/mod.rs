@@ -37,6 +37,15 @@ pub enum QueryError {
     /// No upstream answered within the budget (`--upstream-timeout`).
     #[error("no upstream answered within the budget")]
     Timeout,
+    /// The queue of alias queries for the resolver is full.
+    #[error("alias queue full")]
+    AliasQueueFull,
+    /// An alias target could not be resolved (upstream failure, bad expansion).
+    #[error("alias target lookup failed")]
+    AliasFailed,
+    /// Alias rules lead to alias rules more than `alias::MAX_DEPTH` times.
+    #[error("alias chain too deep")]
+    AliasTooDeep,
 }
 
 /// Writes into `out` what the client gets for a query that failed with `err`: a stale answer

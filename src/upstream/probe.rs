@@ -29,7 +29,9 @@ use tracing::error;
 
 use super::attempt::{RTO_INITIAL, backoff, reply_matches};
 use super::health::{Silence, UpstreamHealth};
+use crate::config::Config;
 use crate::dns::wire::HEADER_LEN;
+use crate::shared::Shared;
 
 /// How often a down upstream is probed.
 pub const DOWN_PROBE: Duration = Duration::from_millis(50);
@@ -93,7 +95,7 @@ struct Watch {
 /// deadline (a probe is due, a round times out), never on a tick. (On the tokio runtime a
 /// 5-second sleep costs three wake-ups, as its timer wheel cascades; an idle sidecar should
 /// wake only to probe.)
-pub struct Prober {
+struct Prober {
     health: Arc<UpstreamHealth>,
     interval: Duration,
     timeout: Duration,
@@ -102,50 +104,59 @@ pub struct Prober {
     stopping: Arc<AtomicBool>,
 }
 
-/// Stops a running [`Prober`].
-#[derive(Clone)]
-pub struct ProberStop {
+/// The running prober thread.
+pub struct ProberHandle {
+    thread: std::thread::JoinHandle<()>,
     waker: Arc<Waker>,
     stopping: Arc<AtomicBool>,
 }
 
-impl ProberStop {
-    pub fn stop(&self) {
+impl ProberHandle {
+    /// Stops the prober; returns its thread, to be joined.
+    pub fn shutdown(self) -> std::thread::JoinHandle<()> {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
+        self.thread
     }
+}
+
+/// Starts the prober thread, and the start-up loop check in the background (start-up does not
+/// wait on the upstream; readiness does).
+pub fn spawn(shared: &Arc<Shared>, config: &Config) -> std::io::Result<ProberHandle> {
+    {
+        let (s, ups, timeout) = (
+            shared.clone(),
+            config.upstreams.clone(),
+            config.upstream_timeout,
+        );
+        tokio::spawn(async move { s.loop_guard.check(&ups, timeout).await });
+    }
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let prober = Prober {
+        health: shared.upstreams.clone(),
+        interval: config.probe_interval,
+        timeout: config.upstream_timeout,
+        poll,
+        waker: waker.clone(),
+        stopping: stopping.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || prober.run())?;
+    Ok(ProberHandle {
+        thread,
+        waker,
+        stopping,
+    })
 }
 
 const WAKE: Token = Token(usize::MAX);
 
 impl Prober {
-    pub fn new(
-        health: Arc<UpstreamHealth>,
-        interval: Duration,
-        timeout: Duration,
-    ) -> std::io::Result<(Prober, ProberStop)> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let stop = ProberStop {
-            waker: waker.clone(),
-            stopping: stopping.clone(),
-        };
-        Ok((
-            Prober {
-                health,
-                interval,
-                timeout,
-                poll,
-                waker,
-                stopping,
-            },
-            stop,
-        ))
-    }
-
     /// The prober thread's body; returns when stopped.
-    pub fn run(mut self) {
+    fn run(mut self) {
         self.health.on_change(self.waker.clone());
         let now = Instant::now();
         let mut watches: Vec<Option<Watch>> = (0..self.health.count())

@@ -34,7 +34,7 @@ const MAX_ATTEMPTS: usize = 16;
 pub struct TcpForwarder {
     health: Arc<UpstreamHealth>,
     budget: Duration,
-    pub stale: Option<Arc<StaleCache>>,
+    stale: Option<Arc<StaleCache>>,
 }
 
 impl TcpForwarder {

@@ -1,0 +1,87 @@
+//! What every server reads: one context in one `Arc`, and the one stop signal.
+//!
+//! Per-worker state (socket, buffers, counters, relay) is not here: it stays owned by its worker,
+//! so workers still share nothing on the query path but read-mostly data (the mapping through
+//! `ArcSwap`, the upstreams' up/down flags).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+
+use crate::alias::AliasResolver;
+use crate::mapping::SharedMapping;
+use crate::mapping::reload::ReloadStats;
+use crate::stats::Stats;
+use crate::upstream::health::UpstreamHealth;
+use crate::upstream::probe::LoopGuard;
+use crate::upstream::stale::StaleCache;
+
+pub struct Shared {
+    pub mapping: SharedMapping,
+    pub upstreams: Arc<UpstreamHealth>,
+    pub loop_guard: LoopGuard,
+    pub alias: Arc<AliasResolver>,
+    pub stale: Option<Arc<StaleCache>>,
+    pub stats: Stats,
+    pub reload: Arc<ReloadStats>,
+    /// `--query-log`: one log line per query. Off by default: the hot path logs nothing.
+    pub query_log: bool,
+    pub stop: Stop,
+}
+
+/// The data plane's one shutdown signal: a flag for blocking threads and readiness, a watch for
+/// tasks. Each server's handle wakes its own blocked threads when it sees it (see their
+/// `shutdown`).
+pub struct Stop {
+    flag: AtomicBool,
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop {
+            flag: AtomicBool::new(false),
+            tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl Stop {
+    pub fn signal(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// A receiver whose `changed()` fires at the stop.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+}
+
+impl Shared {
+    pub fn new(
+        mapping: SharedMapping,
+        upstreams: Arc<UpstreamHealth>,
+        alias: Arc<AliasResolver>,
+        stale: Option<Arc<StaleCache>>,
+        reload: Arc<ReloadStats>,
+        query_log: bool,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            stats: Stats::new(upstreams.count()),
+            mapping,
+            upstreams,
+            loop_guard: LoopGuard::new(),
+            alias,
+            stale,
+            reload,
+            query_log,
+            stop: Stop::default(),
+        })
+    }
+}
