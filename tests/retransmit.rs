@@ -161,19 +161,26 @@ fn random_loss_is_retried_and_never_marks_the_upstream_down() {
     assert!(m.upstream_retransmits() >= 20, "{m:?}");
 }
 
-/// Silence (queries and probes unanswered) marks the upstream down after the window; its
-/// first reply brings it back, and the next query is answered at once.
-#[test]
-fn silence_marks_down_and_the_first_reply_marks_up() {
+/// An upstream that drops everything (probes too) while the flag is set, and otherwise answers
+/// 192.0.2.`n`.
+fn silent_upstream(n: u8) -> (faulty::Faulty, Arc<AtomicBool>) {
     let silent = Arc::new(AtomicBool::new(true));
     let s = silent.clone();
     let up = faulty::start(move |_| {
         if s.load(Ordering::Relaxed) {
             Act::Drop
         } else {
-            Act::Answer(8)
+            Act::Answer(n)
         }
     });
+    (up, silent)
+}
+
+/// Silence (queries and probes unanswered) marks the upstream down after the window; its
+/// first reply brings it back, and the next query is answered at once.
+#[test]
+fn silence_marks_down_and_the_first_reply_marks_up() {
+    let (up, silent) = silent_upstream(8);
     let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
         c.upstream_timeout = Duration::from_millis(800);
         c.unhealthy_after = Duration::from_millis(400);
@@ -203,15 +210,7 @@ fn silence_marks_down_and_the_first_reply_marks_up() {
 /// recovery re-sends what waits at once, not at the next back-off step.
 #[test]
 fn waiting_queries_are_resent_as_soon_as_the_upstream_is_back() {
-    let silent = Arc::new(AtomicBool::new(true));
-    let s = silent.clone();
-    let up = faulty::start(move |_| {
-        if s.load(Ordering::Relaxed) {
-            Act::Drop
-        } else {
-            Act::Answer(6)
-        }
-    });
+    let (up, silent) = silent_upstream(6);
     let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
         c.upstream_timeout = Duration::from_secs(6);
         c.unhealthy_after = Duration::from_millis(300);

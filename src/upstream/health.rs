@@ -208,15 +208,21 @@ impl Silence {
     }
 }
 
+/// `n` upstreams on loopback, a 1 s silence window (for unit tests).
+#[cfg(test)]
+pub(crate) fn test_health(n: usize) -> UpstreamHealth {
+    let addrs: Vec<SocketAddr> = (0..n)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], 5300 + i as u16)))
+        .collect();
+    UpstreamHealth::new(&addrs, Duration::from_secs(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn health(n: usize) -> UpstreamHealth {
-        let addrs: Vec<SocketAddr> = (0..n)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], 5300 + i as u16)))
-            .collect();
-        UpstreamHealth::new(&addrs, Duration::from_secs(1))
+        test_health(n)
     }
 
     #[test]

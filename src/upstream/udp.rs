@@ -619,12 +619,7 @@ impl RelayLoop {
 mod tests {
     use super::*;
 
-    fn health(n: usize) -> UpstreamHealth {
-        let addrs: Vec<SocketAddr> = (0..n)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], 5300 + i as u16)))
-            .collect();
-        UpstreamHealth::new(&addrs, Duration::from_secs(1))
-    }
+    use crate::upstream::health::test_health as health;
 
     #[test]
     fn capacity_is_bounded_by_the_id_space() {
