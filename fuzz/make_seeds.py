@@ -40,7 +40,7 @@ REVERSE = {
 }
 UNMAPPED = {"org": "example.org", "www": "www.example.com", "db0sub": "x.db-0.db.example.com", "root": ""}
 
-A, NS, SOA, PTR, MX, TXT, AAAA, OPT, IXFR, AXFR, ANY = 1, 2, 6, 12, 15, 16, 28, 41, 251, 252, 255
+A, NS, SOA, PTR, MX, TXT, AAAA, OPT, TSIG, IXFR, AXFR, ANY = 1, 2, 6, 12, 15, 16, 28, 41, 250, 251, 252, 255
 
 
 def name(text):
@@ -61,6 +61,14 @@ def opt(size=1232, ext=0, version=0, do=False, options=b""):
 
 def option(code, data):
     return struct.pack(">HH", code, len(data)) + data
+
+
+def tsig(key=b"\x03key\x00", oid=0x1234, algorithm=b"\x0bhmac-sha256\x00", mac=b"\xab" * 32,
+         rclass=255, other=b""):
+    """A TSIG record (RFC 8945 §4.2): `key` in wire form (may be compressed)."""
+    rdata = algorithm + struct.pack(">HIH", 0, 0x65000000, 300) + struct.pack(">H", len(mac)) + mac
+    rdata += struct.pack(">HHH", oid, 0, len(other)) + other
+    return key + struct.pack(">HHIH", TSIG, rclass, 0, len(rdata)) + rdata
 
 
 COOKIE = option(10, bytes(range(8)))
@@ -133,6 +141,27 @@ def query_path_seeds():
     s["name_256"] = header() + (b"\x3f" + b"x" * 63) * 4 + b"\x00" + struct.pack(">HH", A, 1)
     s["label_with_dot"] = header() + b"\x0bexample.org\x00" + struct.pack(">HH", A, 1)
     s["binary_label"] = header() + b"\x03\x00\xff." + b"\x00" + struct.pack(">HH", A, 1)
+    # EDNS in error replies: after the question, or right after the header with QDCOUNT 0.
+    s["db0_a_notify_edns"] = query(db0, SOA, flags=0x2000, edns=opt(do=True))
+    s["db0_a_update_edns"] = query(db0, SOA, flags=0x2800, edns=opt())
+    s["qd0_edns"] = header(qd=0, ar=1) + opt(do=True)
+    s["qd0_notify_edns"] = header(flags=0x2000, qd=0, ar=1) + opt()
+    s["qd2_edns"] = query(db0, A, counts=(2, 0, 0, 1)) + name(db0) + struct.pack(">HH", A, 1) + opt()
+    # TSIG-signed queries: NOTAUTH / BADKEY for our names, forwarded for the rest.
+    s["db0_a_tsig"] = query(db0, A, counts=(1, 0, 0, 1)) + tsig()
+    s["db0_a_edns_tsig"] = query(db0, A, edns=opt(do=True) + tsig(), counts=(1, 0, 0, 2))
+    s["db0_a_tsig_key_compressed"] = query(db0, A, counts=(1, 0, 0, 1)) + tsig(key=b"\x03key\xc0\x0c")
+    s["db0_a_tsig_key_forward_ptr"] = query(db0, A, counts=(1, 0, 0, 1)) + tsig(key=b"\xc0\x40")
+    s["db0_a_tsig_alg_compressed"] = query(db0, A, counts=(1, 0, 0, 1)) + tsig(algorithm=b"\xc0\x0c")
+    s["db0_a_tsig_then_opt"] = query(db0, A, edns=tsig() + opt(), counts=(1, 0, 0, 2))
+    s["db0_a_two_tsig"] = query(db0, A, edns=opt() + tsig() + tsig(), counts=(1, 0, 0, 3))
+    s["db0_a_tsig_in_authority"] = query(db0, A, edns=tsig() + opt(), counts=(1, 0, 1, 1))
+    s["db0_a_tsig_class_in"] = query(db0, A, edns=opt() + tsig(rclass=1), counts=(1, 0, 0, 2))
+    s["db0_a_tsig_other"] = query(db0, A, counts=(1, 0, 0, 1)) + tsig(other=b"\x00" * 6, mac=b"")
+    s["db0_a_tsig_short"] = (query(db0, A, counts=(1, 0, 0, 1)) + tsig())[:-3]
+    s["long_a_tsig_long_key"] = query(LONG, A, counts=(1, 0, 0, 1)) + tsig(key=(b"\x3d" + b"k" * 61) * 4 + b"\x00")
+    s["pods_a_edns_tsig"] = query(RULES["pods"], A, edns=opt() + tsig(), counts=(1, 0, 0, 2))
+    s["org_a_tsig"] = query("example.org", A, counts=(1, 0, 0, 1)) + tsig()
     full = query(db0, A, edns=opt(options=COOKIE))
     for cut in [0, 1, 11, 12, 13, 20, 32, 33, 34, 36, 40, len(full) - 1]:
         s[f"db0_a_edns_cut{cut}"] = full[:cut]
@@ -158,6 +187,10 @@ def wire_seeds():
     s["opt_in_answer"] = struct.pack(">H", len(q)) + b"\x00" + q
     s["ptr_question"] = b"\x00\x20\x0c" + header() + b"\xc0\x0c\x00\x01\x00\x01" + header(flags=0x8000)
     s["short"] = b"\x00\x05\x00" + header()[:5]
+    q = query("x", A, counts=(1, 0, 0, 2)) + opt() + tsig(key=b"\x03key\xc0\x0c")
+    s["opt_tsig"] = struct.pack(">H", len(q)) + bytes([12 + 3 + 4]) + q + q
+    q = header(qd=0, ar=1) + opt()
+    s["qd0_opt"] = struct.pack(">H", len(q)) + b"\x0c" + q + q
     return s
 
 
@@ -182,6 +215,9 @@ MAPPINGS = {
     "    result: 'db-replica-${1}.db-replica.prod.svc.cluster.local'\n    ttl: 30\n",
     "rules_named_group": "hosts: {}\nrules:\n  - host: '(?P<pod>[a-z0-9-]+)\\.pods\\.example\\.com'\n    regex: true\n    result: '${pod}.db.example.com'\n",
     "rules_flow": "hosts: {}\nrules: [{host: a.example, result: \"fd00::1\"}, {host: 'x(.*)', regex: true, result: 'y$1.z', ttl: 3}]\n",
+    "rules_only": "rules:\n  - host: legacy.example.com\n    result: 10.1.2.3\n",
+    "rules_only_ttl_after": "rules:\n  - host: a.example\n    result: 10.1.2.3\nttl: 9\n",
+    "rules_null": "ttl: 5\nrules:\n",
     "shared_address": "hosts:\n  a.example: 10.0.0.1\n  b.example: [10.0.0.1, \"::1\"]\n  c.example: \"::1\"\n",
     "err_rule_bad_regex": "hosts: {}\nrules:\n  - host: 'db-(\\d+'\n    regex: true\n    result: 10.0.0.1\n",
     "err_rule_bad_group": "hosts: {}\nrules:\n  - host: 'db-(\\d+)'\n    regex: true\n    result: 'x-${2}.example'\n",

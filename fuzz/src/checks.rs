@@ -10,7 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::RData;
+use hickory_proto::rr::rdata::TSIG;
+use hickory_proto::rr::rdata::tsig::TsigError;
+use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use splitdns::dns::answer::{self, Decision, OUR_UDP_PAYLOAD, Outcome, Transport};
 use splitdns::dns::wire::{self, CLASSIC_UDP_SIZE, HEADER_LEN, Header, MAX_NAME_WIRE, rtype};
@@ -87,7 +89,8 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// What our own reader makes of a query: the question (when readable) and the EDNS record
-/// (when the question and the OPT are readable).
+/// (when the questions, QDCOUNT of them, and the OPT are readable; with QDCOUNT 0 the OPT is
+/// right after the header).
 struct Parsed {
     question: Option<wire::Question>,
     lower: [u8; MAX_NAME_WIRE],
@@ -97,10 +100,14 @@ struct Parsed {
 fn parse_query(msg: &[u8]) -> Parsed {
     let mut lower = [0u8; MAX_NAME_WIRE];
     let question = wire::read_question(msg, &mut lower).ok();
-    let edns = match (Header::read(msg), question) {
-        (Some(h), Some(q)) => wire::read_edns(msg, &h, q.end()).ok().flatten(),
-        _ => None,
-    };
+    let edns = Header::read(msg).and_then(|h| {
+        let records = match (h.qdcount, question) {
+            (1, Some(q)) => q.end(),
+            (1, None) => return None,
+            (n, _) => wire::skip_questions(msg, n).ok()?,
+        };
+        wire::read_edns(msg, &h, records).ok().flatten()
+    });
     Parsed {
         question,
         lower,
@@ -149,13 +156,15 @@ fn check_reply(what: &str, query: &[u8], reply: &[u8], parsed: &Parsed) -> Messa
             ctx()
         );
     }
+    // RFC 6891 §6.1.1 / §7: an OPT in every reply to a query with a readable one (errors
+    // included), and never one in a reply to a query without.
     if msg.edns.is_some() {
         assert!(
             parsed.edns.is_some(),
             "OPT in reply, none in query: {}",
             ctx()
         );
-    } else if parsed.edns.is_some() && msg.queries.len() == 1 {
+    } else if parsed.edns.is_some() {
         panic!("query had an OPT, the reply has none: {}", ctx());
     }
     if msg.metadata.truncation {
@@ -238,6 +247,11 @@ fn check_decision(query: &[u8], transport: Transport, out: &mut [u8], parsed: &P
             if matches!(outcome, Outcome::Answer | Outcome::NoData) {
                 check_answer(&msg, outcome, parsed, found, snapshot, &ctx);
             }
+            if outcome == Outcome::NotAuth {
+                check_notauth(query, &msg, &ctx);
+            } else {
+                assert!(tsig_of(&msg).is_none(), "TSIG in the reply: {}", ctx());
+            }
         }
     }
 }
@@ -270,6 +284,7 @@ fn check_rcode(msg: &Message, outcome: Outcome, ctx: &dyn Fn() -> String) {
         Outcome::Refused => ResponseCode::Refused,
         Outcome::BadVers => ResponseCode::BADVERS,
         Outcome::ServFail => ResponseCode::ServFail,
+        Outcome::NotAuth => ResponseCode::NotAuth,
         other => panic!("no reply is expected with {other:?}: {}", ctx()),
     };
     // Compared as numbers: 16 is both BADVERS and BADSIG, and hickory reads it as BADSIG.
@@ -325,6 +340,13 @@ fn check_alias(
         check_rcode(&msg, outcome, &ctx);
         if msg.metadata.truncation {
             assert_eq!(transport, Transport::Udp, "TC over TCP: {}", ctx());
+            continue;
+        }
+        if records.is_empty() && q.qtype == rtype::SOA {
+            // No SOA at the target: the name's own SOA, as for a mapped name.
+            assert_eq!(outcome, Outcome::Answer, "{}", ctx());
+            assert_eq!(msg.answers.len(), 1, "{}", ctx());
+            assert_eq!(msg.answers[0].record_type(), RecordType::SOA, "{}", ctx());
             continue;
         }
         assert_eq!(msg.answers.len(), records.len(), "{}", ctx());
@@ -387,6 +409,19 @@ fn check_answer(
     if msg.metadata.truncation {
         return;
     }
+    if expected.is_empty() && q.qtype == rtype::SOA {
+        // The SOA a NODATA would carry, owned by the name, is the answer to an SOA query.
+        assert_eq!(outcome, Outcome::Answer, "{}", ctx());
+        assert_eq!(msg.answers.len(), 1, "SOA answer: {}", ctx());
+        assert!(msg.authorities.is_empty(), "{}", ctx());
+        let soa = &msg.answers[0];
+        assert_eq!(soa.name, msg.queries[0].name, "SOA owner: {}", ctx());
+        match &soa.data {
+            RData::SOA(s) => assert_eq!(s.minimum, soa_ttl, "{}", ctx()),
+            other => panic!("SOA answer is {:?}: {}", other.record_type(), ctx()),
+        }
+        return;
+    }
     let got: Vec<(String, u32)> = msg
         .answers
         .iter()
@@ -413,6 +448,47 @@ fn check_answer(
     } else {
         assert!(msg.authorities.is_empty(), "{}", ctx());
     }
+}
+
+/// The TSIG record of a reply: the parser puts it in `signature` when built with TSIG support,
+/// among the additional records otherwise.
+fn tsig_of(msg: &Message) -> Option<(Name, TSIG)> {
+    if let Some(sig) = msg.signature() {
+        return Some((sig.name.clone(), sig.data.clone()));
+    }
+    msg.additionals.iter().find_map(|r| match &r.data {
+        RData::TSIG(t) => Some((r.name.clone(), t.clone())),
+        _ => None,
+    })
+}
+
+/// NOTAUTH to a signed query (RFC 8945 §5.2.1, §5.3.2): an unsigned TSIG error record, last of
+/// the additional section, with the query's key name, algorithm, Time Signed, Fudge and
+/// Original ID, MAC Size 0, Error BADKEY; or TC without it when it does not fit.
+fn check_notauth(query: &[u8], msg: &Message, ctx: &dyn Fn() -> String) {
+    assert!(
+        msg.answers.is_empty() && msg.authorities.is_empty(),
+        "{}",
+        ctx()
+    );
+    let Some((key, tsig)) = tsig_of(msg) else {
+        assert!(msg.metadata.truncation, "NOTAUTH without TSIG: {}", ctx());
+        return;
+    };
+    assert!(!msg.metadata.truncation, "{}", ctx());
+    let Ok(asked) = Message::from_vec(query) else {
+        return; // our reader accepts more than hickory's; the rest was checked above
+    };
+    if let Some((asked_key, asked_tsig)) = tsig_of(&asked) {
+        assert_eq!(key, asked_key, "key name: {}", ctx());
+        assert_eq!(tsig.algorithm, asked_tsig.algorithm, "algorithm: {}", ctx());
+        assert_eq!(tsig.time, asked_tsig.time, "{}", ctx());
+        assert_eq!(tsig.fudge, asked_tsig.fudge, "{}", ctx());
+        assert_eq!(tsig.oid, asked_tsig.oid, "{}", ctx());
+    }
+    assert!(tsig.mac.is_empty(), "signed error: {}", ctx());
+    assert_eq!(tsig.error, Some(TsigError::BadKey), "{}", ctx());
+    assert!(tsig.other.is_empty(), "{}", ctx());
 }
 
 /// Target `query_path`: [`answer::decide`] over UDP and TCP against the fixed mapping, and
@@ -570,6 +646,22 @@ fn wire_one(msg: &[u8], off: usize) {
             if let Ok(Some(e)) = wire::read_edns(msg, &h, at) {
                 assert!(e.udp_size >= 512, "{e:?}");
             }
+            // The TSIG record never changes what the OPT walk finds; a TSIG reported as
+            // readable has both names readable in full and lies inside the message.
+            let extras = wire::read_extras(msg, &h, at);
+            assert_eq!(extras.map(|x| x.edns), wire::read_edns(msg, &h, at));
+            if let Ok(wire::Extras {
+                tsig: Some(Ok(t)), ..
+            }) = extras
+            {
+                let mut buf = [0u8; MAX_NAME_WIRE];
+                assert!(wire::read_name(msg, t.key, &mut buf).is_ok(), "{t:?}");
+                assert!(wire::read_name(msg, t.algorithm, &mut buf).is_ok(), "{t:?}");
+                assert!(t.time_signed + 8 <= msg.len(), "{t:?}");
+            }
+        }
+        if let Ok(end) = wire::skip_questions(msg, h.qdcount) {
+            assert!((HEADER_LEN..=msg.len()).contains(&end));
         }
     }
 }

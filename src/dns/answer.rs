@@ -5,8 +5,8 @@
 //! and nowhere else.
 
 use crate::dns::wire::{
-    self, CLASSIC_UDP_SIZE, Edns, HEADER_LEN, Header, MAX_NAME_WIRE, Question, class, flag, rcode,
-    rtype,
+    self, CLASSIC_UDP_SIZE, Edns, HEADER_LEN, Header, MAX_NAME_WIRE, Question, Tsig, class, flag,
+    rcode, rtype,
 };
 use crate::mapping::{Entry, Found, Snapshot};
 
@@ -44,10 +44,13 @@ pub enum Outcome {
     Dropped,
     /// No upstream answered in time; served the last good reply, TTL 30 (RFC 8767).
     Stale,
+    /// A mapped name asked with a TSIG signature: we hold no keys, so NOTAUTH / BADKEY
+    /// (RFC 8945 §5.2.1).
+    NotAuth,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Answer,
         Outcome::NoData,
@@ -59,6 +62,7 @@ impl Outcome {
         Outcome::BadVers,
         Outcome::Dropped,
         Outcome::Stale,
+        Outcome::NotAuth,
     ];
 
     pub fn label(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Outcome {
             Outcome::BadVers => "badvers",
             Outcome::Dropped => "dropped",
             Outcome::Stale => "stale",
+            Outcome::NotAuth => "notauth",
         }
     }
 }
@@ -103,16 +108,16 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
     }
     // RFC 1035 §4.1.1: only standard queries; NOTIFY, UPDATE, ... are not implemented here.
     if header.opcode() != 0 {
-        return bare_error(&header, rcode::NOTIMP, Outcome::NotImp, out);
+        return error(msg, &header, rcode::NOTIMP, Outcome::NotImp, out);
     }
     // RFC 1035 §4.1.2 allows several questions in theory; in practice exactly one (RFC 9619).
     if header.qdcount != 1 {
-        return bare_error(&header, rcode::FORMERR, Outcome::FormErr, out);
+        return error(msg, &header, rcode::FORMERR, Outcome::FormErr, out);
     }
     let mut lower = [0u8; MAX_NAME_WIRE];
     let question = match wire::read_question(msg, &mut lower) {
         Ok(q) => q,
-        Err(_) => return bare_error(&header, rcode::FORMERR, Outcome::FormErr, out),
+        Err(_) => return error(msg, &header, rcode::FORMERR, Outcome::FormErr, out),
     };
     let found = snapshot.find(&lower[..question.name_len]);
     if let Found::None = found {
@@ -122,11 +127,25 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
     }
     // From here on the name is ours and never leaves this process (forwarding it would return
     // the public address: the hairpin this daemon exists to prevent).
-    let edns = match wire::read_edns(msg, &header, question.end()) {
-        Ok(e) => e,
+    let extras = match wire::read_extras(msg, &header, question.end()) {
+        Ok(x) => x,
         // RFC 6891 §6.1.1: malformed or duplicate OPT -> FORMERR, without an OPT of our own.
-        Err(_) => return bare_error(&header, rcode::FORMERR, Outcome::FormErr, out),
+        Err(_) => {
+            let mut w = Writer::new(out, out.len().min(u16::MAX as usize));
+            let len = w.reply(
+                msg,
+                &header,
+                Some(&question),
+                None,
+                u16::from(rcode::FORMERR),
+            );
+            return Decision::Reply {
+                len,
+                outcome: Outcome::FormErr,
+            };
+        }
     };
+    let edns = extras.edns;
     let limit = match transport {
         Transport::Tcp => u16::MAX as usize,
         Transport::Udp => match edns {
@@ -136,26 +155,62 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
     }
     .min(out.len());
     let mut w = Writer::new(out, limit);
+    // RFC 8945 §5.2: the signature is checked before anything else in the message is acted on.
+    // Only names we answer get here: a forwarded query keeps its TSIG and goes upstream
+    // unchanged (the upstream may know the key).
+    match extras.tsig {
+        None => {}
+        Some(Ok(tsig)) => {
+            let (len, outcome) = w.notauth(msg, &header, &question, edns, &tsig);
+            return Decision::Reply { len, outcome };
+        }
+        // Misplaced (not last, or two) or unreadable: FORMERR (RFC 8945 §5.2).
+        Some(Err(_)) => {
+            let len = w.reply(
+                msg,
+                &header,
+                Some(&question),
+                edns,
+                u16::from(rcode::FORMERR),
+            );
+            return Decision::Reply {
+                len,
+                outcome: Outcome::FormErr,
+            };
+        }
+    }
     if let Some(e) = edns
         && e.version > 0
     {
         // RFC 6891 §6.1.3: unknown version -> BADVERS, with an OPT carrying our version (0).
-        let len = w.reply(msg, &header, &question, edns, rcode::BADVERS);
+        let len = w.reply(msg, &header, Some(&question), edns, rcode::BADVERS);
         return Decision::Reply {
             len,
             outcome: Outcome::BadVers,
         };
     }
     if question.qclass != class::IN && question.qclass != class::ANY {
-        let len = w.reply(msg, &header, &question, edns, u16::from(rcode::REFUSED));
+        let len = w.reply(
+            msg,
+            &header,
+            Some(&question),
+            edns,
+            u16::from(rcode::REFUSED),
+        );
         return Decision::Reply {
             len,
             outcome: Outcome::Refused,
         };
     }
-    // AXFR (252) and IXFR (251): there is no zone to transfer.
-    if matches!(question.qtype, 251 | 252) {
-        let len = w.reply(msg, &header, &question, edns, u16::from(rcode::REFUSED));
+    // AXFR and IXFR: there is no zone to transfer.
+    if matches!(question.qtype, rtype::AXFR | rtype::IXFR) {
+        let len = w.reply(
+            msg,
+            &header,
+            Some(&question),
+            edns,
+            u16::from(rcode::REFUSED),
+        );
         return Decision::Reply {
             len,
             outcome: Outcome::Refused,
@@ -259,33 +314,39 @@ pub fn records_reply(
 /// failed). Echoes the question and EDNS when the query has them readable.
 pub fn error_reply(msg: &[u8], rc: u8, out: &mut [u8]) -> Option<usize> {
     let header = Header::read(msg)?;
-    let mut lower = [0u8; MAX_NAME_WIRE];
-    let Ok(question) = wire::read_question(msg, &mut lower) else {
-        return match bare_error(&header, rc, Outcome::ServFail, out) {
-            Decision::Reply { len, .. } => Some(len),
-            _ => None,
-        };
-    };
-    let edns = wire::read_edns(msg, &header, question.end()).unwrap_or(None);
-    // Header, question and OPT: under 512 octets, so it fits any transport.
-    let limit = out.len().min(u16::MAX as usize);
-    let mut w = Writer::new(out, limit);
-    Some(w.reply(msg, &header, &question, edns, u16::from(rc)))
+    match error(msg, &header, rc, Outcome::ServFail, out) {
+        Decision::Reply { len, .. } => Some(len),
+        _ => None,
+    }
 }
 
-/// A reply made of the header alone, for queries whose question we cannot (or must not) echo.
-fn bare_error(header: &Header, rc: u8, outcome: Outcome, out: &mut [u8]) -> Decision {
+/// An error reply to a query that is not (or cannot be) answered: the header, the question when
+/// there is exactly one and it reads (as knot does), and an OPT when the query has a readable
+/// one. RFC 6891 §6.1.1: a responder MUST include an OPT in its reply to a query with one, and
+/// §7: a reply without it reads as "this server has no EDNS" (dig warns "EDNS query returned
+/// status NOTIMP"). The OPT comes after the questions, so with QDCOUNT 0 right after the
+/// header. Never an OPT for a query without one (RFC 6891 §7; busybox's resolver rejects it).
+fn error(msg: &[u8], header: &Header, rc: u8, outcome: Outcome, out: &mut [u8]) -> Decision {
     if out.len() < HEADER_LEN {
         return Decision::Drop;
     }
-    let flags = flag::QR | (header.flags & (flag::OPCODE_MASK | flag::RD)) | u16::from(rc);
-    out[..2].copy_from_slice(&header.id.to_be_bytes());
-    out[2..4].copy_from_slice(&flags.to_be_bytes());
-    out[4..12].fill(0);
-    Decision::Reply {
-        len: HEADER_LEN,
-        outcome,
-    }
+    let mut lower = [0u8; MAX_NAME_WIRE];
+    let question = match header.qdcount {
+        1 => wire::read_question(msg, &mut lower).ok(),
+        _ => None,
+    };
+    let records = match (question, header.qdcount) {
+        (Some(q), _) => Some(q.end()),
+        // One question that cannot be read: nothing after it can be found.
+        (None, 1) => None,
+        (None, n) => wire::skip_questions(msg, n).ok(),
+    };
+    let edns = records.and_then(|at| wire::read_edns(msg, header, at).ok().flatten());
+    // Header, question and OPT: at most 12 + 259 + 11 octets, under 512.
+    let limit = out.len().min(u16::MAX as usize);
+    let mut w = Writer::new(out, limit);
+    let len = w.reply(msg, header, question.as_ref(), edns, u16::from(rc));
+    Decision::Reply { len, outcome }
 }
 
 /// A bounded writer over the caller's buffer: a write that would pass `limit` fails, and the
@@ -323,33 +384,39 @@ impl<'a> Writer<'a> {
         self.buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
 
-    /// Header + echoed question + OPT, no records: error and refusal replies.
+    /// Header + echoed question (if any) + OPT, no records: error and refusal replies.
     /// `rc` may be an extended rcode (> 15), split between header and OPT (RFC 6891 §6.1.3).
     fn reply(
         &mut self,
         msg: &[u8],
         header: &Header,
-        question: &Question,
+        question: Option<&Question>,
         edns: Option<Edns>,
         rc: u16,
     ) -> usize {
         self.len = 0;
         self.header(header, 0, rc);
-        // The question always fits: limit >= 512 and a question is at most 12 + 255 + 4 octets.
-        let _ = self.put(&msg[HEADER_LEN..question.end()]);
-        self.set_u16(4, 1);
-        if let Some(e) = edns {
-            let _ = self.opt(e, rc);
+        // Both fit any buffer of 512 octets or more: a question is at most 12 + 255 + 4 octets.
+        if let Some(q) = question
+            && self.put(&msg[HEADER_LEN..q.end()]).is_ok()
+        {
+            self.set_u16(4, 1);
+        }
+        if let Some(e) = edns
+            && self.opt(e, rc).is_ok()
+        {
             self.set_u16(10, 1);
         }
         self.len
     }
 
+    /// The header of a reply: ID, QR, the query's opcode (RFC 1035 §4.1.1: copied; not QUERY
+    /// only in NOTIMP replies), RD and CD copied, RA (we recurse, through the upstream).
     fn header(&mut self, header: &Header, flags_extra: u16, rc: u16) {
         let flags = flag::QR
             | flag::RA
             | flags_extra
-            | (header.flags & (flag::RD | flag::CD))
+            | (header.flags & (flag::OPCODE_MASK | flag::RD | flag::CD))
             | (rc & 0x000f);
         let _ = self.put(&header.id.to_be_bytes());
         let _ = self.put(&flags.to_be_bytes());
@@ -367,6 +434,16 @@ impl<'a> Writer<'a> {
 
     /// Header, question, `records` (owner: the asked name), or the SOA when there are none,
     /// then OPT; TC instead of the records when they do not fit.
+    ///
+    /// The synthesized SOA is owned by the asked name, so it says "this name is the apex of a
+    /// zone of its own". That is the one owner that claims nothing about names we do not own:
+    /// an SOA at the parent or the root would tell a caching resolver that we are the source
+    /// of truth for `db.example.com.` or `.` (it may cache that SOA and answer the real zone's
+    /// SOA queries with it). Resolvers take the authority SOA of a NODATA as the SOA of the
+    /// zone holding the name (RFC 2308 §3, its owner an ancestor-or-self of the name), so the
+    /// claim has to hold everywhere: an SOA query for the name gets that same SOA in the
+    /// answer section, not a NODATA whose SOA contradicts it. Negative answers stay cacheable
+    /// for the TTL (SOA TTL = MINIMUM = the name's TTL, RFC 2308 §5).
     fn answer<'r>(
         &mut self,
         msg: &[u8],
@@ -392,9 +469,15 @@ impl<'a> Writer<'a> {
                 count += 1;
             }
             if count == 0 {
-                // NODATA (RFC 2308 §2.2): SOA in authority so the negative answer is cacheable.
                 self.soa(soa_ttl, serial, question.name_len)?;
-                self.set_u16(8, 1);
+                if question.qtype == rtype::SOA {
+                    // The name is the apex its own NODATA answers claim (see above).
+                    count = 1;
+                    self.set_u16(6, 1);
+                } else {
+                    // NODATA (RFC 2308 §2.2): SOA in authority so the negative is cacheable.
+                    self.set_u16(8, 1);
+                }
             } else {
                 self.set_u16(6, count);
             }
@@ -421,6 +504,60 @@ impl<'a> Writer<'a> {
             Outcome::Answer
         };
         (self.len, outcome)
+    }
+
+    /// NOTAUTH for a TSIG-signed query (we know no keys: RFC 8945 §5.2.1, error BADKEY), with
+    /// the TSIG record of an unsigned error (§5.3.2): the query's key name and algorithm (both
+    /// written out uncompressed), its Time Signed and Fudge, MAC Size 0 and no MAC, its Original
+    /// ID, Error BADKEY, no Other Data. The TSIG record is the last of the additional section,
+    /// after our OPT. TC (question and OPT kept) if it does not fit the client's size.
+    fn notauth(
+        &mut self,
+        msg: &[u8],
+        header: &Header,
+        question: &Question,
+        edns: Option<Edns>,
+        tsig: &Tsig,
+    ) -> (usize, Outcome) {
+        let mut key = [0u8; MAX_NAME_WIRE];
+        let mut algorithm = [0u8; MAX_NAME_WIRE];
+        let (Ok((key_len, _)), Ok((alg_len, _)), Some(time_and_fudge)) = (
+            wire::read_name(msg, tsig.key, &mut key),
+            wire::read_name(msg, tsig.algorithm, &mut algorithm),
+            msg.get(tsig.time_signed..tsig.time_signed + 8),
+        ) else {
+            // `read_extras` checked all of it; stay total anyway.
+            let len = self.reply(msg, header, Some(question), edns, u16::from(rcode::FORMERR));
+            return (len, Outcome::FormErr);
+        };
+        self.len = 0;
+        self.header(header, 0, u16::from(rcode::NOTAUTH));
+        let _ = self.put(&msg[HEADER_LEN..question.end()]);
+        self.set_u16(4, 1);
+        let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
+        let tsig_len = key_len + 10 + alg_len + 16;
+        let fits = self.len + opt_len + tsig_len <= self.limit;
+        let mut arcount = 0;
+        if let Some(e) = edns {
+            let _ = self.opt(e, 0);
+            arcount += 1;
+        }
+        if fits {
+            let rdlen = ((alg_len + 16) as u16).to_be_bytes();
+            let id = tsig.original_id.to_be_bytes();
+            let badkey = rcode::BADKEY.to_be_bytes();
+            let _ = self.put(&key[..key_len]);
+            let _ = self.put(&[0, 250, 0, 255, 0, 0, 0, 0, rdlen[0], rdlen[1]]);
+            let _ = self.put(&algorithm[..alg_len]);
+            let _ = self.put(time_and_fudge);
+            let _ = self.put(&[0, 0, id[0], id[1], badkey[0], badkey[1], 0, 0]);
+            arcount += 1;
+        } else {
+            let flags = wire::u16_at(self.buf, 2).unwrap_or(0) | flag::TC;
+            self.set_u16(2, flags);
+        }
+        self.set_u16(10, arcount);
+        (self.len, Outcome::NotAuth)
     }
 
     fn record(&mut self, rtype: u16, ttl: u32, rdata: &[u8]) -> Result<(), ()> {

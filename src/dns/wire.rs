@@ -20,6 +20,10 @@ pub mod rtype {
     pub const PTR: u16 = 12;
     pub const AAAA: u16 = 28;
     pub const OPT: u16 = 41;
+    /// RFC 8945 §4.2.
+    pub const TSIG: u16 = 250;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
     pub const ANY: u16 = 255;
 }
 
@@ -29,7 +33,8 @@ pub mod class {
     pub const ANY: u16 = 255;
 }
 
-/// Response codes (RFC 1035 §4.1.1, RFC 6891 §9 for the extended BADVERS).
+/// Response codes (RFC 1035 §4.1.1, RFC 2845 for NOTAUTH, RFC 6891 §9 for the extended
+/// BADVERS, RFC 8945 §3 for the TSIG error BADKEY).
 pub mod rcode {
     pub const NOERROR: u8 = 0;
     pub const FORMERR: u8 = 1;
@@ -37,8 +42,12 @@ pub mod rcode {
     pub const NXDOMAIN: u8 = 3;
     pub const NOTIMP: u8 = 4;
     pub const REFUSED: u8 = 5;
+    /// Not authorized: the header rcode of a TSIG error (RFC 8945 §5.2).
+    pub const NOTAUTH: u8 = 9;
     /// 16: carried as 1 in the OPT record's extended-rcode octet, 0 in the header.
     pub const BADVERS: u16 = 16;
+    /// 17: only ever in the Error field of a TSIG record (RFC 8945 §5.2.1), never in a header.
+    pub const BADKEY: u16 = 17;
 }
 
 /// Header flag bits in the second 16-bit word (RFC 1035 §4.1.1, RFC 4035 §3.2 for AD/CD).
@@ -69,6 +78,12 @@ pub enum WireError {
     MisplacedOpt,
     #[error("EDNS option overruns its OPT record")]
     BadOption,
+    #[error("compression pointer that does not point to an earlier name")]
+    BadPointer,
+    #[error("TSIG record that is not the last record of the additional section, or two")]
+    MisplacedTsig,
+    #[error("TSIG record that cannot be read")]
+    BadTsig,
 }
 
 #[inline]
@@ -120,10 +135,6 @@ impl Header {
 
     pub fn opcode(&self) -> u16 {
         (self.flags & flag::OPCODE_MASK) >> 11
-    }
-
-    pub fn rcode(&self) -> u8 {
-        (self.flags & 0x000f) as u8
     }
 }
 
@@ -212,6 +223,63 @@ fn skip_name(msg: &[u8], mut at: usize) -> Result<usize, WireError> {
     }
 }
 
+/// Offset just past the `qdcount` questions that follow the header: where the records start.
+/// With QDCOUNT 0 that is the header's end (an OPT record is then right after the header).
+pub fn skip_questions(msg: &[u8], qdcount: u16) -> Result<usize, WireError> {
+    let mut at = HEADER_LEN;
+    for _ in 0..qdcount {
+        at = skip_name(msg, at)? + 4;
+        if at > msg.len() {
+            return Err(WireError::Truncated);
+        }
+    }
+    Ok(at)
+}
+
+/// Reads the (possibly compressed) name at `at` into `out`, uncompressed, as it is spelled (case
+/// kept). Returns its length in `out` and the offset just past the name in `msg`.
+///
+/// A pointer must point before the previous one (or before the name, for the first): RFC 1035
+/// §4.1.4 only ever points to a prior occurrence, and a strictly decreasing target means a
+/// pointer loop cannot trap us.
+pub fn read_name(
+    msg: &[u8],
+    mut at: usize,
+    out: &mut [u8; MAX_NAME_WIRE],
+) -> Result<(usize, usize), WireError> {
+    let mut len = 0;
+    let mut after: Option<usize> = None;
+    let mut bound = at;
+    loop {
+        let l = *msg.get(at).ok_or(WireError::Truncated)? as usize;
+        match l & 0xC0 {
+            0xC0 => {
+                let low = *msg.get(at + 1).ok_or(WireError::Truncated)? as usize;
+                let target = ((l & 0x3F) << 8) | low;
+                if target >= bound {
+                    return Err(WireError::BadPointer);
+                }
+                after.get_or_insert(at + 2);
+                bound = target;
+                at = target;
+            }
+            0x00 => {
+                if len + 1 + l > MAX_NAME_WIRE {
+                    return Err(WireError::NameTooLong);
+                }
+                let label = msg.get(at..at + 1 + l).ok_or(WireError::Truncated)?;
+                out[len..len + 1 + l].copy_from_slice(label);
+                len += 1 + l;
+                at += 1 + l;
+                if l == 0 {
+                    return Ok((len, after.unwrap_or(at)));
+                }
+            }
+            _ => return Err(WireError::BadLabel),
+        }
+    }
+}
+
 /// The EDNS pseudo-record of a query (RFC 6891 §6.1.2-6.1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edns {
@@ -220,6 +288,30 @@ pub struct Edns {
     pub version: u8,
     /// DNSSEC OK (RFC 3225 §3): echoed in our OPT.
     pub dnssec_ok: bool,
+}
+
+/// A query's TSIG record (RFC 8945 §4.2), located in the message: what an error reply needs to
+/// name the same key and algorithm. Nothing here is verified (we hold no keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tsig {
+    /// Offset of the owner name, the key name (possibly compressed: read it with [`read_name`]).
+    pub key: usize,
+    /// Offset of the algorithm name, first field of the RDATA.
+    pub algorithm: usize,
+    /// Offset of Time Signed (48 bits), directly followed by Fudge (16 bits).
+    pub time_signed: usize,
+    /// The Original ID field.
+    pub original_id: u16,
+}
+
+/// What the records after the question hold for us: the OPT record and the TSIG record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extras {
+    pub edns: Option<Edns>,
+    /// `Some(Err(..))` for a TSIG record that is misplaced (RFC 8945 §5.1: it must be the only
+    /// one and the last record of the additional section) or unreadable: a FORMERR
+    /// (RFC 8945 §5.2), which still gets an OPT when the query's OPT is fine.
+    pub tsig: Option<Result<Tsig, WireError>>,
 }
 
 /// Walks the answer, authority and additional sections after the question and returns the OPT
@@ -231,8 +323,19 @@ pub fn read_edns(
     header: &Header,
     after_question: usize,
 ) -> Result<Option<Edns>, WireError> {
+    read_extras(msg, header, after_question).map(|x| x.edns)
+}
+
+/// [`read_edns`], and the TSIG record if there is one. Fails exactly when [`read_edns`] does: a
+/// bad TSIG record is reported in [`Extras::tsig`], not as a failure of the walk.
+pub fn read_extras(
+    msg: &[u8],
+    header: &Header,
+    after_question: usize,
+) -> Result<Extras, WireError> {
     let mut at = after_question;
     let mut edns = None;
+    let mut tsig = None;
     let before_additional = header.ancount as usize + header.nscount as usize;
     let total = before_additional + header.arcount as usize;
     for i in 0..total {
@@ -267,10 +370,44 @@ pub fn read_edns(
                 version: (ttl >> 16) as u8,
                 dnssec_ok: ttl & 0x8000 != 0,
             });
+        } else if rtype == rtype::TSIG {
+            let last = i + 1 == total && i >= before_additional;
+            tsig = Some(match tsig {
+                // A second TSIG: the first was not last either, so this stays an error.
+                Some(_) => Err(WireError::MisplacedTsig),
+                None if !last => Err(WireError::MisplacedTsig),
+                // RFC 8945 §4.2: CLASS ANY, TTL 0.
+                None if rclass != class::ANY || ttl != 0 => Err(WireError::BadTsig),
+                None => read_tsig(msg, owner, rdata, end),
+            });
         }
         at = end;
     }
-    Ok(edns)
+    Ok(Extras { edns, tsig })
+}
+
+/// The RDATA of a TSIG record (RFC 8945 §4.2): algorithm name, Time Signed (48), Fudge, MAC
+/// Size, MAC, Original ID, Error, Other Len, Other Data, which must fill it exactly.
+fn read_tsig(msg: &[u8], key: usize, rdata: usize, end: usize) -> Result<Tsig, WireError> {
+    let bad = |_| WireError::BadTsig;
+    let rd = &msg[..end];
+    // Both names must be readable in full: an error reply writes them out uncompressed.
+    let mut scratch = [0u8; MAX_NAME_WIRE];
+    read_name(msg, key, &mut scratch).map_err(bad)?;
+    let (_, time_signed) = read_name(rd, rdata, &mut scratch).map_err(bad)?;
+    let mac_len = u16_at(rd, time_signed + 8).map_err(bad)? as usize;
+    let original = time_signed + 10 + mac_len;
+    let original_id = u16_at(rd, original).map_err(bad)?;
+    let other_len = u16_at(rd, original + 4).map_err(bad)? as usize;
+    if original + 6 + other_len != end {
+        return Err(WireError::BadTsig);
+    }
+    Ok(Tsig {
+        key,
+        algorithm: rdata,
+        time_signed,
+        original_id,
+    })
 }
 
 /// Calls `f(rtype, ttl_offset)` for every resource record after the question (answer, authority
@@ -383,5 +520,117 @@ mod tests {
         m.extend_from_slice(&opt);
         let h = Header::read(&m).unwrap();
         assert_eq!(read_edns(&m, &h, 19), Err(WireError::DuplicateOpt));
+    }
+
+    #[test]
+    fn skips_questions_to_where_the_records_start() {
+        let mut m = query(b"\x01a\x00", 1);
+        assert_eq!(skip_questions(&m, 0), Ok(HEADER_LEN));
+        assert_eq!(skip_questions(&m, 1), Ok(19));
+        assert_eq!(skip_questions(&m, 2), Err(WireError::Truncated));
+        m.extend_from_slice(b"\xC0\x0C\x00\x01\x00\x01");
+        assert_eq!(skip_questions(&m, 2), Ok(25));
+        assert_eq!(skip_questions(&m[..24], 2), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn reads_compressed_names_pointing_back_only() {
+        // Question `a.b.`, then `x` + pointer to the question, then a pointer to that.
+        let mut m = query(b"\x01a\x01b\x00", 1);
+        let x = m.len();
+        m.extend_from_slice(b"\x01x\xC0\x0C");
+        let y = m.len();
+        m.extend_from_slice(&[0xC0, x as u8]);
+        let mut out = [0u8; MAX_NAME_WIRE];
+        assert_eq!(read_name(&m, 12, &mut out), Ok((5, 17)));
+        assert_eq!(read_name(&m, x, &mut out), Ok((7, y)));
+        assert_eq!(&out[..7], b"\x01x\x01a\x01b\x00");
+        assert_eq!(read_name(&m, y, &mut out), Ok((7, y + 2)));
+        // A pointer to itself, forward, or a loop of two.
+        let mut bad = query(b"\x00", 1);
+        let at = bad.len();
+        bad.extend_from_slice(&[0xC0, at as u8, 0xC0, at as u8 + 4]);
+        assert_eq!(read_name(&bad, at, &mut out), Err(WireError::BadPointer));
+        assert_eq!(
+            read_name(&bad, at + 2, &mut out),
+            Err(WireError::BadPointer)
+        );
+        let mut lp = query(b"\x00", 1);
+        let at = lp.len();
+        lp.extend_from_slice(&[0x01, b'z', 0xC0, at as u8]);
+        assert_eq!(read_name(&lp, at + 2, &mut out), Err(WireError::BadPointer));
+        assert_eq!(
+            read_name(&m[..y + 1], y, &mut out),
+            Err(WireError::Truncated)
+        );
+    }
+
+    /// `key.` TSIG with `mac` and `other`, class ANY, TTL 0 (RFC 8945 §4.2).
+    fn tsig(mac: &[u8], other: &[u8]) -> Vec<u8> {
+        let mut rd = b"\x0bhmac-sha256\x00".to_vec();
+        rd.extend_from_slice(&[0, 0, 0x65, 0, 0, 0, 1, 44]);
+        rd.extend_from_slice(&(mac.len() as u16).to_be_bytes());
+        rd.extend_from_slice(mac);
+        rd.extend_from_slice(&[0x12, 0x34, 0, 0]);
+        rd.extend_from_slice(&(other.len() as u16).to_be_bytes());
+        rd.extend_from_slice(other);
+        let mut r = b"\x03key\x00\x00\xFA\x00\xFF\x00\x00\x00\x00".to_vec();
+        r.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        r.extend_from_slice(&rd);
+        r
+    }
+
+    #[test]
+    fn finds_the_tsig_record_only_in_last_place() {
+        let opt = [0u8, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0];
+        let with = |records: &[&[u8]], an: u16| {
+            let mut m = query(b"\x01a\x00", 1);
+            m[7] = an as u8;
+            m[11] = records.len() as u8 - an as u8;
+            for r in records {
+                m.extend_from_slice(r);
+            }
+            m
+        };
+        let t = tsig(&[0xAB; 32], b"");
+        let m = with(&[&opt, &t], 0);
+        let x = read_extras(&m, &Header::read(&m).unwrap(), 19).unwrap();
+        assert!(x.edns.is_some());
+        let found = x.tsig.unwrap().unwrap();
+        assert_eq!((found.key, found.algorithm), (30, 30 + 15));
+        assert_eq!(found.time_signed, 30 + 15 + 13);
+        assert_eq!(found.original_id, 0x1234);
+        assert_eq!(
+            &m[found.time_signed..found.time_signed + 8],
+            &[0, 0, 0x65, 0, 0, 0, 1, 44]
+        );
+        let no_mac = tsig(b"", b"\0\0\0\0\0\0");
+        let m = with(&[&no_mac], 0);
+        let x = read_extras(&m, &Header::read(&m).unwrap(), 19).unwrap();
+        assert!(matches!(x.tsig, Some(Ok(_))));
+        for (m, why) in [
+            (with(&[&t, &opt], 0), WireError::MisplacedTsig),
+            (with(&[&opt, &t, &t], 0), WireError::MisplacedTsig),
+            (with(&[&t], 1), WireError::MisplacedTsig),
+        ] {
+            let x = read_extras(&m, &Header::read(&m).unwrap(), 19).unwrap();
+            assert_eq!(x.tsig, Some(Err(why)));
+            assert_eq!(read_edns(&m, &Header::read(&m).unwrap(), 19), Ok(x.edns));
+        }
+        // Fields that do not fill the RDATA exactly, and a class other than ANY.
+        let mut long = t.clone();
+        let n = long.len();
+        long[n - 1] = 1;
+        let mut class_in = t.clone();
+        class_in[8] = 1;
+        for bad in [long, class_in] {
+            let m = with(&[&opt, &bad], 0);
+            let x = read_extras(&m, &Header::read(&m).unwrap(), 19);
+            match x {
+                Ok(x) => assert_eq!(x.tsig, Some(Err(WireError::BadTsig))),
+                // Other Len past the record: the walk itself reads past the end.
+                Err(e) => assert_eq!(e, WireError::Truncated),
+            }
+        }
     }
 }

@@ -1,0 +1,390 @@
+//! Protocol edges found by ISC's EDNS compliance tester (the RFC 8906 list) and by a differential
+//! comparison with an authoritative server: EDNS in error replies, the synthesized SOA of a mapped
+//! name, and TSIG-signed queries. Raw bytes on real sockets, replies read with hickory-proto.
+
+mod common;
+
+use std::time::Duration;
+
+use common::faulty::{self, Act};
+use common::{Daemon, query, tcp, tcp_raw, udp, udp_raw, upstream};
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::TSIG;
+use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_proto::rr::{Name, RData, RecordType};
+use splitdns::dns::answer::Outcome;
+
+const MAPPING: &str = r#"
+ttl: 7
+hosts:
+  db-0.db.example.com: 10.42.0.12
+rules:
+  - host: legacy.example.com
+    result: 10.1.2.3
+  - host: 'www\.alias\.test'
+    regex: true
+    result: www.example.org
+"#;
+const SHORT: Duration = Duration::from_millis(300);
+
+/// `db-0.db.example.com. A IN`, mixed case.
+const DB0: &[u8] = b"\x04Db-0\x02db\x07example\x03com\x00\x00\x01\x00\x01";
+/// OPT: root, type 41, UDP size 1232, extended rcode 0, version 0, DO set, no options.
+const OPT_DO: &[u8] = &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0];
+
+fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
+    [id, flags, qd, an, ns, ar]
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .collect()
+}
+
+fn parse(bytes: &[u8]) -> Message {
+    Message::from_vec(bytes).expect("a parseable reply")
+}
+
+fn arcount(reply: &[u8]) -> u16 {
+    u16::from_be_bytes([reply[10], reply[11]])
+}
+
+/// A TSIG record as a client signs with it: `key` (wire form, may be compressed), algorithm
+/// hmac-sha256, Time Signed 0x0000_6500_0000, Fudge 300, a 32-octet MAC, Original ID `oid`.
+fn tsig_record(key: &[u8], oid: u16) -> Vec<u8> {
+    let mut rdata = b"\x0bhmac-sha256\x00".to_vec();
+    rdata.extend_from_slice(&[0, 0, 0x65, 0, 0, 0]); // Time Signed
+    rdata.extend_from_slice(&300u16.to_be_bytes()); // Fudge
+    rdata.extend_from_slice(&32u16.to_be_bytes()); // MAC Size
+    rdata.extend_from_slice(&[0xAB; 32]); // MAC
+    rdata.extend_from_slice(&oid.to_be_bytes()); // Original ID
+    rdata.extend_from_slice(&[0, 0, 0, 0]); // Error, Other Len
+    let mut r = key.to_vec();
+    r.extend_from_slice(&[0, 250, 0, 255, 0, 0, 0, 0]); // TSIG, ANY, TTL 0
+    r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    r.extend_from_slice(&rdata);
+    r
+}
+
+/// The TSIG record of a reply (hickory puts it in `signature` when built with TSIG support,
+/// among the additional records otherwise).
+fn tsig_of(msg: &Message) -> Option<(Name, TSIG)> {
+    if let Some(sig) = msg.signature() {
+        return Some((sig.name.clone(), sig.data.clone()));
+    }
+    msg.additionals.iter().find_map(|r| match &r.data {
+        RData::TSIG(t) => Some((r.name.clone(), t.clone())),
+        _ => None,
+    })
+}
+
+#[test]
+fn notimp_carries_an_opt_and_the_question_when_the_query_had_them() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    for opcode in [1u16, 2, 4, 5, 15] {
+        // With an OPT: NOTIMP, the opcode and the question echoed, our OPT with DO echoed.
+        let msg = [
+            header(5, (opcode << 11) | 0x0100, 1, 0, 0, 1),
+            DB0.to_vec(),
+            OPT_DO.to_vec(),
+        ]
+        .concat();
+        let raw = udp_raw(d.udp, &msg, SHORT).expect("a reply");
+        let r = parse(&raw);
+        assert_eq!(
+            r.metadata.response_code,
+            ResponseCode::NotImp,
+            "opcode {opcode}"
+        );
+        assert_eq!(u8::from(r.metadata.op_code), opcode as u8, "opcode echoed");
+        let edns = r
+            .edns
+            .as_ref()
+            .unwrap_or_else(|| panic!("no OPT, opcode {opcode}"));
+        assert_eq!(edns.version(), 0);
+        assert!(edns.flags().dnssec_ok, "DO echoed");
+        assert_eq!(
+            &raw[12..12 + DB0.len()],
+            DB0,
+            "question echoed byte for byte"
+        );
+        // Without one: no OPT (RFC 6891 §7).
+        let msg = [header(6, opcode << 11, 1, 0, 0, 0), DB0.to_vec()].concat();
+        let raw = udp_raw(d.udp, &msg, SHORT).expect("a reply");
+        assert_eq!(parse(&raw).metadata.response_code, ResponseCode::NotImp);
+        assert_eq!(arcount(&raw), 0, "no OPT to a query without one");
+    }
+    // NOTIFY with no question and an OPT right after the header.
+    let msg = [header(7, 4 << 11, 0, 0, 0, 1), OPT_DO.to_vec()].concat();
+    let r = parse(&udp_raw(d.udp, &msg, SHORT).expect("a reply"));
+    assert_eq!(r.metadata.op_code, OpCode::Notify);
+    assert_eq!(r.metadata.response_code, ResponseCode::NotImp);
+    assert!(r.edns.is_some());
+    assert_eq!(d.stats().get(Outcome::NotImp), 11);
+}
+
+#[test]
+fn formerr_for_the_question_count_carries_an_opt_when_the_query_had_one() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    // QDCOUNT 0: the OPT is right after the header.
+    let with = [header(1, 0x0100, 0, 0, 0, 1), OPT_DO.to_vec()].concat();
+    let r = parse(&udp_raw(d.udp, &with, SHORT).expect("a reply"));
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+    assert!(r.queries.is_empty());
+    assert!(
+        r.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+        "OPT, DO echoed"
+    );
+    let without = header(2, 0x0100, 0, 0, 0, 0);
+    let raw = udp_raw(d.udp, &without, SHORT).expect("a reply");
+    assert_eq!(parse(&raw).metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(arcount(&raw), 0);
+    // QDCOUNT 2: the OPT after both questions; neither is echoed.
+    let two = [
+        header(3, 0x0100, 2, 0, 0, 1),
+        DB0.to_vec(),
+        DB0.to_vec(),
+        OPT_DO.to_vec(),
+    ]
+    .concat();
+    let r = parse(&tcp_raw(d.tcp, &two));
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+    assert!(r.queries.is_empty());
+    assert!(r.edns.is_some());
+    // The same over TCP with QDCOUNT 0.
+    let r = parse(&tcp_raw(d.tcp, &with));
+    assert!(r.edns.is_some());
+    assert_eq!(common::client_queries(&up).len(), 0);
+}
+
+/// The NODATA SOA is owned by the asked name, so the name claims to be a zone apex: an SOA query
+/// must then find that SOA in the answer section (not a NODATA contradicting it).
+#[test]
+fn soa_query_for_a_mapped_name_answers_the_soa_its_nodata_carries() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    for name in [
+        "Db-0.db.example.com.",
+        "legacy.example.com.",
+        "12.0.42.10.in-addr.arpa.",
+    ] {
+        let nodata_type = if name.ends_with(".arpa.") {
+            RecordType::A
+        } else {
+            RecordType::AAAA
+        };
+        let nodata = udp(d.udp, &query(name, nodata_type));
+        assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+        assert!(nodata.answers.is_empty(), "{name}");
+        let neg = &nodata.authorities[0];
+        assert_eq!(neg.name.to_ascii(), name, "NODATA SOA owned by the name");
+        for soa_reply in [
+            udp(d.udp, &query(name, RecordType::SOA)),
+            tcp(d.tcp, &query(name, RecordType::SOA)),
+        ] {
+            assert_eq!(soa_reply.metadata.response_code, ResponseCode::NoError);
+            assert!(soa_reply.metadata.authoritative);
+            assert_eq!(soa_reply.answers.len(), 1, "{name}: the SOA is the answer");
+            assert!(soa_reply.authorities.is_empty(), "{name}");
+            let soa = &soa_reply.answers[0];
+            assert_eq!(soa.name, neg.name, "same owner");
+            assert_eq!(soa.data, neg.data, "same SOA as the NODATA's");
+            assert_eq!(soa.ttl, 7);
+            match &soa.data {
+                RData::SOA(s) => assert_eq!(s.minimum, 7, "negative TTL = mapping TTL"),
+                other => panic!("not an SOA: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(common::client_queries(&up).len(), 0);
+    assert_eq!(d.stats().get(Outcome::Answer), 6);
+    assert_eq!(d.stats().get(Outcome::NoData), 3);
+}
+
+#[test]
+fn tsig_signed_query_for_a_mapped_name_gets_notauth_badkey() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    // The key name `key.Db-0.db.example.com.`, compressed against the question: written out in
+    // full in the reply (our message has no `key` label to point at).
+    let key = b"\x03key\xC0\x0C";
+    let alias_q = b"\x03www\x05alias\x04test\x00\x00\x01\x00\x01";
+    for (question, with_opt, via_tcp) in [
+        (DB0, false, false),
+        (DB0, true, false),
+        (DB0, true, true),
+        // An alias name is ours too: no lookup of the target either.
+        (&alias_q[..], true, false),
+    ] {
+        let ar = 1 + u16::from(with_opt);
+        let mut msg = [header(0x7777, 0x0100, 1, 0, 0, ar), question.to_vec()].concat();
+        if with_opt {
+            msg.extend_from_slice(OPT_DO);
+        }
+        msg.extend_from_slice(&tsig_record(key, 0x7777));
+        let raw = if via_tcp {
+            tcp_raw(d.tcp, &msg)
+        } else {
+            udp_raw(d.udp, &msg, SHORT).expect("a reply")
+        };
+        let r = parse(&raw);
+        let what = format!("opt {with_opt}, tcp {via_tcp}, {:?}", r.queries);
+        assert_eq!(r.metadata.response_code, ResponseCode::NotAuth, "{what}");
+        assert!(r.answers.is_empty() && r.authorities.is_empty(), "{what}");
+        assert_eq!(&raw[12..12 + question.len()], question, "question echoed");
+        assert_eq!(r.edns.is_some(), with_opt, "{what}");
+        assert_eq!(arcount(&raw), ar, "OPT and TSIG, or TSIG alone");
+        let (name, tsig) = tsig_of(&r).unwrap_or_else(|| panic!("no TSIG: {what}"));
+        let key_name = format!("key.{}", r.queries[0].name().to_ascii());
+        assert_eq!(name.to_ascii(), key_name, "same key name, written out");
+        assert_eq!(tsig.algorithm, TsigAlgorithm::HmacSha256);
+        assert_eq!(tsig.time, 0x6500_0000, "Time Signed of the query");
+        assert_eq!(tsig.fudge, 300);
+        assert!(tsig.mac.is_empty(), "unsigned (RFC 8945 §5.3.2)");
+        assert_eq!(tsig.oid, 0x7777);
+        assert_eq!(tsig.error, Some(TsigError::BadKey));
+        assert!(tsig.other.is_empty());
+        // The TSIG record is the very last thing: key name, type 250, then 16 + 13 octets of
+        // RDATA after the algorithm name, ending with Error 17 and Other Len 0.
+        assert_eq!(&raw[raw.len() - 4..], &[0, 17, 0, 0], "{what}");
+    }
+    assert_eq!(d.stats().get(Outcome::NotAuth), 4);
+    assert_eq!(
+        common::client_queries(&up).len(),
+        0,
+        "nothing went upstream"
+    );
+}
+
+#[test]
+fn notauth_that_does_not_fit_512_octets_is_truncated() {
+    let up = upstream::start();
+    // The longest name (255 octets on the wire) and a 249-octet key name: the question and the
+    // TSIG record are 559 octets, over the 512 of a client without EDNS.
+    let labels = [
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61),
+    ];
+    let long = labels.join(".");
+    let d = Daemon::start(&format!("hosts:\n  {long}: 10.0.0.1\n"), vec![up.addr]);
+    let mut question = Vec::new();
+    let mut key = Vec::new();
+    for l in &labels {
+        question.push(l.len() as u8);
+        question.extend_from_slice(l.as_bytes());
+        key.push(61);
+        key.extend_from_slice(&[b'k'; 61]);
+    }
+    question.extend_from_slice(&[0, 0, 1, 0, 1]);
+    key.push(0);
+    let msg = [
+        header(9, 0x0100, 1, 0, 0, 1),
+        question,
+        tsig_record(&key, 9),
+    ]
+    .concat();
+    let r = parse(&udp_raw(d.udp, &msg, SHORT).expect("a reply"));
+    assert_eq!(r.metadata.response_code, ResponseCode::NotAuth);
+    assert!(r.metadata.truncation, "TC: retry over TCP");
+    assert!(tsig_of(&r).is_none());
+    let r = parse(&tcp_raw(d.tcp, &msg));
+    assert!(!r.metadata.truncation);
+    assert_eq!(
+        tsig_of(&r).map(|t| t.1.error),
+        Some(Some(TsigError::BadKey))
+    );
+}
+
+#[test]
+fn misplaced_or_unreadable_tsig_is_formerr_with_the_opt_kept() {
+    let up = upstream::start();
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let tsig = tsig_record(b"\x03key\x00", 1);
+    let mut bad_len = tsig.clone();
+    let n = bad_len.len();
+    bad_len[n - 1] = 1; // Other Len 1, but no Other Data: overruns the RDATA
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "TSIG before the OPT",
+            [
+                header(1, 0x0100, 1, 0, 0, 2),
+                DB0.to_vec(),
+                tsig.clone(),
+                OPT_DO.to_vec(),
+            ]
+            .concat(),
+        ),
+        (
+            "two TSIG records",
+            [
+                header(1, 0x0100, 1, 0, 0, 3),
+                DB0.to_vec(),
+                OPT_DO.to_vec(),
+                tsig.clone(),
+                tsig.clone(),
+            ]
+            .concat(),
+        ),
+        (
+            "TSIG in the authority section",
+            [
+                header(1, 0x0100, 1, 0, 1, 1),
+                DB0.to_vec(),
+                tsig.clone(),
+                OPT_DO.to_vec(),
+            ]
+            .concat(),
+        ),
+        (
+            "TSIG fields overrun the RDATA",
+            [
+                header(1, 0x0100, 1, 0, 0, 2),
+                DB0.to_vec(),
+                OPT_DO.to_vec(),
+                bad_len,
+            ]
+            .concat(),
+        ),
+    ];
+    for (what, msg) in cases {
+        let r = parse(&udp_raw(d.udp, &msg, SHORT).expect("a reply"));
+        assert_eq!(r.metadata.response_code, ResponseCode::FormErr, "{what}");
+        assert!(r.edns.is_some(), "{what}: the OPT itself is fine");
+        assert!(tsig_of(&r).is_none(), "{what}");
+    }
+}
+
+/// Only names we answer get NOTAUTH: a forwarded query keeps its TSIG (the upstream may know
+/// the key) and goes upstream unchanged but for the ID.
+#[test]
+fn tsig_signed_query_for_a_forwarded_name_goes_upstream_unchanged() {
+    let up = faulty::start(|_| Act::Answer(9));
+    let d = Daemon::start(MAPPING, vec![up.addr]);
+    let question = b"\x03www\x07example\x03org\x00\x00\x01\x00\x01";
+    let msg = [
+        header(0x4321, 0x0100, 1, 0, 0, 2),
+        question.to_vec(),
+        OPT_DO.to_vec(),
+        tsig_record(b"\x03key\x00", 0x4321),
+    ]
+    .concat();
+    let r = parse(&udp_raw(d.udp, &msg, Duration::from_secs(3)).expect("the upstream's reply"));
+    assert_eq!(r.metadata.id, 0x4321);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        common::ipv4s(&r),
+        vec![std::net::Ipv4Addr::new(192, 0, 2, 9)]
+    );
+    let seen = up.seen.lock().unwrap();
+    let sent = seen
+        .iter()
+        .find(|q| q.name == "www.example.org")
+        .expect("forwarded");
+    assert_eq!(
+        sent.bytes[2..],
+        msg[2..],
+        "forwarded unchanged but for the ID"
+    );
+}
