@@ -38,12 +38,9 @@ pub use config::{Config, ConfigError, MappingSource};
 pub use mapping::{MappingError, SharedMapping, Snapshot};
 
 use admin::AdminState;
-use alias::AliasResolver;
 use mapping::reload::{ReloadStats, Reloader};
 use shared::Shared;
 use stats::Totals;
-use upstream::health::UpstreamHealth;
-use upstream::stale::StaleCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -117,30 +114,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
     let admin_listener = config.admin.map(bind_admin).transpose()?;
 
-    let upstreams = Arc::new(UpstreamHealth::new(
-        &config.upstreams,
-        config.unhealthy_after,
-    ));
-    let alias = Arc::new(AliasResolver::new(
-        &config.upstreams,
-        config.upstream_timeout,
-        mapping.clone(),
-    ));
-    let stale = config
-        .serve_stale
-        .map(|d| Arc::new(StaleCache::new(config.stale_cache_size, d)));
-    let reload = Arc::new(ReloadStats::default());
-    mapping::reload::stamp_initial(&reload);
-    let shared = Shared::new(
-        mapping,
-        upstreams,
-        alias.clone(),
-        stale,
-        reload,
-        config.query_log,
-    );
+    let shared = Shared::new(mapping, &config);
     let (alias_tx, alias_rx) = tokio::sync::mpsc::channel(alias::QUEUE);
-    tokio::spawn(alias::run_udp(alias, alias_rx));
+    tokio::spawn(alias::run_udp(shared.alias.clone(), alias_rx));
 
     let (mut udp, mut tcp) = (Vec::new(), Vec::new());
     for (sockets, listener) in bound {
@@ -173,13 +149,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         ),
         MappingSource::Embedded => None,
     };
-    let ups: Vec<String> = config.upstreams.iter().map(|u| u.to_string()).collect();
-    info!(
-        workers = config.workers,
-        upstreams = %ups.join(","),
-        timeout_ms = config.upstream_timeout.as_millis() as u64,
-        "splitdns started"
-    );
+    log_started(&config);
     Ok(Running {
         udp_addrs: udp.iter().map(|h| h.addr).collect(),
         tcp_addrs: tcp.iter().map(|h| h.addr).collect(),
@@ -218,6 +188,16 @@ fn load_logged(config: &Config) -> Result<Snapshot, MappingError> {
         }
     }
     Ok(snapshot)
+}
+
+fn log_started(config: &Config) {
+    let ups: Vec<String> = config.upstreams.iter().map(|u| u.to_string()).collect();
+    info!(
+        workers = config.workers,
+        upstreams = %ups.join(","),
+        timeout_ms = config.upstream_timeout.as_millis() as u64,
+        "splitdns started"
+    );
 }
 
 fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 use crate::alias::AliasResolver;
+use crate::config::Config;
 use crate::mapping::SharedMapping;
 use crate::mapping::reload::ReloadStats;
 use crate::stats::Stats;
@@ -64,23 +65,30 @@ impl Stop {
 }
 
 impl Shared {
-    pub fn new(
-        mapping: SharedMapping,
-        upstreams: Arc<UpstreamHealth>,
-        alias: Arc<AliasResolver>,
-        stale: Option<Arc<StaleCache>>,
-        reload: Arc<ReloadStats>,
-        query_log: bool,
-    ) -> Arc<Shared> {
+    /// Everything around the loaded `mapping`, from the configuration.
+    pub fn new(mapping: SharedMapping, config: &Config) -> Arc<Shared> {
+        let upstreams = Arc::new(UpstreamHealth::new(
+            &config.upstreams,
+            config.unhealthy_after,
+        ));
+        let alias = Arc::new(AliasResolver::new(
+            &config.upstreams,
+            config.upstream_timeout,
+            mapping.clone(),
+        ));
+        let reload = Arc::new(ReloadStats::default());
+        crate::mapping::reload::stamp_initial(&reload);
         Arc::new(Shared {
             stats: Stats::new(upstreams.count()),
             mapping,
             upstreams,
             loop_guard: LoopGuard::new(),
             alias,
-            stale,
+            stale: config
+                .serve_stale
+                .map(|d| Arc::new(StaleCache::new(config.stale_cache_size, d))),
             reload,
-            query_log,
+            query_log: config.query_log,
             stop: Stop::default(),
         })
     }

@@ -155,10 +155,24 @@ fn forwarding_loop_is_detected_and_keeps_the_daemon_not_ready() {
 
 #[test]
 fn ready_turns_503_at_once_when_shutdown_begins() {
-    let up = upstream::start();
+    // A forward in flight keeps the shutdown draining for a while (an idle daemon stops in
+    // about a millisecond, too fast to watch).
+    let up = common::faulty::start(|q| {
+        if common::faulty::is_probe(q) {
+            common::faulty::Act::Answer(1)
+        } else {
+            common::faulty::Act::AnswerAfter(2, Duration::from_millis(800))
+        }
+    });
     let mut d = Daemon::start(MAPPING, vec![up.addr]);
     let admin_addr = admin(&d);
     wait_status(admin_addr, "/ready", 200, Duration::from_secs(3));
+    let udp_addr = d.udp;
+    let _in_flight = std::thread::spawn(move || {
+        let q = query("slow.example.org.", RecordType::A).to_vec().unwrap();
+        common::udp_raw(udp_addr, &q, Duration::from_secs(3))
+    });
+    std::thread::sleep(Duration::from_millis(100));
     let running = d.running.take().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
