@@ -308,3 +308,22 @@ fn alias_answers_do_not_stall_local_answers() {
     let r = slow.join().unwrap();
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
 }
+
+/// A file of operator rules needs no `hosts:` (an empty `hosts:` used to be required).
+#[test]
+fn a_rules_only_mapping_is_served() {
+    let up = upstream::start();
+    let yaml = "ttl: 9\nrules:\n  - host: legacy.example.com\n    result: 10.1.2.3\n  - host: 'db-(\\d+)\\.replica\\.test'\n    regex: true\n    result: 'www.example.org'\n";
+    let d = Daemon::start(yaml, vec![up.addr]);
+    let r = udp(d.udp, &query("legacy.example.com.", RecordType::A));
+    assert_eq!(a(&r), vec![Ipv4Addr::new(10, 1, 2, 3)]);
+    assert_eq!(r.answers[0].ttl, 9, "the file's TTL");
+    let r = udp(d.udp, &query("db-3.replica.test.", RecordType::A));
+    assert_eq!(a(&r), vec![Ipv4Addr::new(192, 0, 2, 1)], "alias");
+    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    assert_eq!(a(&r), vec![Ipv4Addr::new(192, 0, 2, 1)], "forwarded");
+    assert_eq!(up.count_for("legacy.example.com"), 0);
+    // A file with neither stays an error that says what is missing.
+    let e = load_err("ttl: 5\n");
+    assert!(e.contains("missing field `hosts` or `rules`"), "{e}");
+}

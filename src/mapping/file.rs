@@ -27,7 +27,7 @@ use serde::de::DeserializeSeed;
 use serde_saphyr::Location;
 
 use super::builder::finish;
-use super::schema::FileSeed;
+use super::schema::{EMPTY_FILE, FileSeed};
 use super::{Snapshot, SnapshotBuilder, fnv1a};
 
 pub use super::error::MappingError;
@@ -112,7 +112,7 @@ fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
             .lines()
             .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
     {
-        return "the file is empty; expected a `hosts:` mapping".into();
+        return EMPTY_FILE.into();
     }
     let message = e.without_snippet().to_string();
     // The parser appends " at line L, column C"; we already lead with file:line:col.
@@ -194,5 +194,43 @@ mod tests {
         assert!(e.starts_with("m.yaml:3:1: duplicate key `hosts`"), "{e}");
         assert!(err("").contains("empty"));
         assert!(err("ttl: 5\n").contains("hosts"));
+    }
+
+    #[test]
+    fn rules_alone_are_a_mapping_but_neither_hosts_nor_rules_is_an_error() {
+        let s = parse(
+            "rules:\n  - host: a.example\n    result: 10.0.0.1\n",
+            "m",
+            5,
+        )
+        .unwrap();
+        assert!(s.is_empty());
+        assert_eq!(s.rule_count(), 1);
+        // A `ttl:` after the rules still caps them.
+        let s = parse(
+            "rules:\n  - host: a.example\n    result: 10.0.0.1\nttl: 9\n",
+            "m",
+            5,
+        );
+        assert!(matches!(
+            s.unwrap().find(b"\x01a\x07example\x00"),
+            super::super::Found::Entry(e) if e.ttl == 9
+        ));
+        assert_eq!(parse("rules:\n", "m", 5).unwrap().rule_count(), 0);
+        assert_eq!(
+            err("ttl: 5\n"),
+            "m.yaml:1:1: missing field `hosts` or `rules` (an empty `hosts:` forwards everything)"
+        );
+        for empty in ["", "\n\n", "# nothing yet\n"] {
+            assert_eq!(
+                err(empty),
+                "m.yaml:1:1: the file is empty; expected `hosts:` and/or `rules:` (an empty \
+                 `hosts:` forwards everything)",
+                "{empty:?}"
+            );
+        }
+        // Errors inside a rules-only file keep their place.
+        let e = err("rules:\n  - host: a.example\n    result: a b\n");
+        assert!(e.starts_with("m.yaml:3:13: rule 1"), "{e}");
     }
 }

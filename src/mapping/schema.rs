@@ -42,6 +42,10 @@ const TOP_KEYS: [(&str, TopKey); 3] = [
     ("rules", TopKey::Rules),
 ];
 
+/// The error for a file without a single key (empty, blank or only comments).
+pub(super) const EMPTY_FILE: &str =
+    "the file is empty; expected `hosts:` and/or `rules:` (an empty `hosts:` forwards everything)";
+
 /// "unknown field `x`, expected one of `ttl`, `hosts`, `rules`"
 fn unknown_top_key(key: &str) -> String {
     let known: Vec<String> = TOP_KEYS.iter().map(|(k, _)| format!("`{k}`")).collect();
@@ -77,7 +81,7 @@ impl<'de> DeserializeSeed<'de> for FileSeed<'_> {
 impl<'de> Visitor<'de> for FileSeed<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a mapping with `hosts:` (and optionally `ttl:` and `rules:`)")
+        f.write_str("a mapping with `hosts:` and/or `rules:` (and optionally `ttl:`)")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -89,7 +93,8 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
             recorded,
         } = self;
         let mut ttl: Option<u32> = None;
-        let mut hosts_seen = false;
+        // `hosts:` or `rules:`, either may be alone (an operator may only write rules).
+        let mut names_or_rules = false;
         let mut own_ttl = Vec::new();
         let mut raw_rules: Vec<Spanned<RawRule>> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
@@ -113,7 +118,7 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
                     ttl = Some(check_ttl(origin, &t).map_err(|e| stop(recorded, e))?);
                 }
                 Some(TopKey::Hosts) => {
-                    hosts_seen = true;
+                    names_or_rules = true;
                     map.next_value_seed(HostsSeed {
                         builder: &mut *builder,
                         file,
@@ -124,6 +129,7 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
                     })?;
                 }
                 Some(TopKey::Rules) => {
+                    names_or_rules = true;
                     raw_rules = map
                         .next_value::<Option<Vec<Spanned<RawRule>>>>()?
                         .unwrap_or_default();
@@ -134,12 +140,21 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
                 }
             }
         }
-        if !hosts_seen {
+        // Neither: nothing to answer, so most likely not what was meant (a file cut short, a
+        // template that rendered nothing, the wrong file); publishing it would send every mapped
+        // name to the upstream (the hairpin) until the next good file. Forwarding everything is
+        // a deliberate `hosts:` with nothing after it.
+        if !names_or_rules {
+            let message = if seen.is_empty() {
+                EMPTY_FILE
+            } else {
+                "missing field `hosts` or `rules` (an empty `hosts:` forwards everything)"
+            };
             let e = MappingError::Invalid {
                 path: origin.to_owned(),
                 line: 1,
                 column: 1,
-                message: "missing field `hosts` (an empty `hosts:` forwards everything)".into(),
+                message: message.into(),
             };
             return Err(stop(recorded, e));
         }
