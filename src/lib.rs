@@ -348,7 +348,7 @@ impl Running {
 
 /// The daemon: start, serve until SIGTERM or SIGINT, shut down gracefully.
 pub fn run(config: Config) -> Result<(), Error> {
-    sys::single_malloc_arena();
+    sys::tune_malloc();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -361,6 +361,13 @@ pub fn run(config: Config) -> Result<(), Error> {
         // Start-up is over: its code and its garbage need not stay resident (see `sys`).
         sys::trim_heap();
         sys::release_code_pages();
+        // Start-up is not quite over when `start` returns: the loop check, the first probe round
+        // and the first reload poll run in the first seconds. Drop their code once more (a
+        // one-off timer; the hot path's pages come back on first use).
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            sys::release_code_pages();
+        });
         wait_for_stop(&running, signals).await;
         running.shutdown().await;
         Ok(())
