@@ -543,11 +543,15 @@ impl<'a> Writer<'a> {
             arcount += 1;
         }
         if fits {
+            let t = rtype::TSIG.to_be_bytes();
+            let c = class::ANY.to_be_bytes();
             let rdlen = ((alg_len + 16) as u16).to_be_bytes();
             let id = tsig.original_id.to_be_bytes();
             let badkey = rcode::BADKEY.to_be_bytes();
+            // Owner, TYPE, CLASS ANY, TTL 0, RDLENGTH; RDATA: algorithm, Time Signed + Fudge,
+            // MAC Size 0, Original ID, Error, Other Len 0.
             let _ = self.put(&key[..key_len]);
-            let _ = self.put(&[0, 250, 0, 255, 0, 0, 0, 0, rdlen[0], rdlen[1]]);
+            let _ = self.put(&[t[0], t[1], c[0], c[1], 0, 0, 0, 0, rdlen[0], rdlen[1]]);
             let _ = self.put(&algorithm[..alg_len]);
             let _ = self.put(time_and_fudge);
             let _ = self.put(&[0, 0, id[0], id[1], badkey[0], badkey[1], 0, 0]);
@@ -703,7 +707,6 @@ rules:
 "#;
 
     const DB0: &str = "Db-0.db.example.com";
-    const TSIG: u16 = rtype::TSIG;
 
     /// A query, built field by field.
     #[derive(Clone)]
@@ -773,7 +776,7 @@ rules:
         /// A TSIG record, key `k.`, hmac-sha256, empty MAC.
         fn tsig(self, section: usize) -> Q {
             let mut r = b"\x01k\x00".to_vec();
-            r.extend_from_slice(&TSIG.to_be_bytes());
+            r.extend_from_slice(&rtype::TSIG.to_be_bytes());
             r.extend_from_slice(&[0, 255, 0, 0, 0, 0, 0, 29]);
             r.extend_from_slice(b"\x0bhmac-sha256\x00");
             r.extend_from_slice(&[0, 0, 0x65, 0, 0, 0, 1, 44, 0, 0, 0xab, 0xcd, 0, 0, 0, 0]);
