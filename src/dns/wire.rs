@@ -33,7 +33,7 @@ pub mod class {
     pub const ANY: u16 = 255;
 }
 
-/// Response codes (RFC 1035 §4.1.1, RFC 2845 for NOTAUTH, RFC 6891 §9 for the extended
+/// Response codes (RFC 1035 §4.1.1, RFC 2136 §2.2 for NOTAUTH, RFC 6891 §9 for the extended
 /// BADVERS, RFC 8945 §3 for the TSIG error BADKEY).
 pub mod rcode {
     pub const NOERROR: u8 = 0;
