@@ -357,9 +357,7 @@ fn sigterm_with_udp_and_tcp_in_flight_takes_at_most_the_grace() {
     let _tcp_client = std::thread::spawn(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&q);
-        s.write_all(&framed).unwrap();
+        s.write_all(&common::framed(&q)).unwrap();
         let mut b = [0u8; 2];
         let _ = s.read(&mut b);
     });

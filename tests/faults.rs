@@ -10,15 +10,13 @@ use std::time::{Duration, Instant};
 
 use common::faulty::{self, Act, is_probe};
 use common::{Daemon, closed_port, query, tcp, udp};
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use splitdns::dns::answer::Outcome;
 
 const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
 
-fn a(m: &Message) -> Option<Ipv4Addr> {
-    common::ipv4s(m).first().copied()
-}
+use common::first_a as a;
 
 #[test]
 fn bad_replies_never_reach_the_client() {

@@ -276,9 +276,7 @@ fn tcp_connection_carries_several_queries() {
         "db-0.db.example.com.",
     ] {
         let q = query(name, RecordType::A).to_vec().unwrap();
-        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&q);
-        s.write_all(&framed).unwrap();
+        s.write_all(&common::framed(&q)).unwrap();
         let mut len = [0u8; 2];
         s.read_exact(&mut len).unwrap();
         let mut body = vec![0u8; u16::from_be_bytes(len) as usize];

@@ -21,9 +21,7 @@ const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
 /// Copies of one query at most (src/upstream/attempt.rs).
 const MAX_COPIES: usize = 8;
 
-fn a(m: &Message) -> Option<Ipv4Addr> {
-    common::ipv4s(m).first().copied()
-}
+use common::first_a as a;
 
 /// A script that drops the first `k` copies of every client query and answers the rest.
 fn drop_first(k: usize) -> impl Fn(&faulty::Query) -> Act + Send + Sync {

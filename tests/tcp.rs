@@ -16,9 +16,7 @@ const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
 
 fn send(s: &mut TcpStream, msg: &Message) {
     let q = msg.to_vec().unwrap();
-    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    s.write_all(&framed).unwrap();
+    s.write_all(&common::framed(&q)).unwrap();
 }
 
 fn recv(s: &mut TcpStream) -> Option<Message> {
@@ -141,9 +139,7 @@ fn a_64k_tcp_message_is_read_whole_and_answered() {
         .unwrap();
     q.resize(u16::MAX as usize, 0xAB); // trailing octets after the question are ignored
     let mut s = connect(d.tcp);
-    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    s.write_all(&framed).unwrap();
+    s.write_all(&common::framed(&q)).unwrap();
     let r = recv(&mut s).expect("answered");
     assert_eq!(r.answers.len(), 1);
 }

@@ -288,9 +288,7 @@ fn serve_tcp(mut conn: TcpStream, script: &Script, seen: &Mutex<Vec<Query>>) {
             }
             Act::Garbage | Act::WrongPort | Act::Truncated | Act::Tc => vec![0xde, 0xad, 0xbe],
         };
-        let mut framed = (r.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&r);
-        if conn.write_all(&framed).is_err() {
+        if conn.write_all(&super::framed(&r)).is_err() {
             return;
         }
     }

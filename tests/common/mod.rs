@@ -171,13 +171,23 @@ pub fn udp(addr: SocketAddr, msg: &Message) -> Message {
     reply
 }
 
+/// A message with its two-octet length prefix, as TCP carries it (RFC 1035 §4.2.2).
+pub fn framed(message: &[u8]) -> Vec<u8> {
+    let mut f = (message.len() as u16).to_be_bytes().to_vec();
+    f.extend_from_slice(message);
+    f
+}
+
+/// The first IPv4 address of a reply's answer section.
+pub fn first_a(m: &Message) -> Option<std::net::Ipv4Addr> {
+    ipv4s(m).first().copied()
+}
+
 /// One length-prefixed exchange on a fresh TCP connection.
 pub fn tcp_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(bytes);
-    s.write_all(&framed).unwrap();
+    s.write_all(&framed(bytes)).unwrap();
     let mut len = [0u8; 2];
     s.read_exact(&mut len).unwrap();
     let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
