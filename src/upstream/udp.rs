@@ -91,6 +91,8 @@ struct Table {
     /// What the relay thread sleeps towards (`None`: indefinitely). A query due earlier wakes it.
     sleeping_until: Option<Instant>,
     sleeping: bool,
+    /// Set by [`UdpRelay::stop`]: the relay thread ends when nothing is in flight or then.
+    stop_by: Option<Instant>,
 }
 
 impl Table {
@@ -109,6 +111,7 @@ impl Table {
             next_due: None,
             sleeping_until: None,
             sleeping: false,
+            stop_by: None,
         }
     }
 
@@ -190,8 +193,6 @@ pub struct UdpRelay {
     budget: Duration,
     stats: Arc<WorkerStats>,
     stale: Option<Arc<StaleCache>>,
-    /// Set by [`UdpRelay::stop`]: the relay thread ends when nothing is in flight or then.
-    stop_by: Mutex<Option<Instant>>,
 }
 
 /// The relay thread's half: its epoll instance.
@@ -253,7 +254,6 @@ impl UdpRelay {
             budget,
             stats,
             stale,
-            stop_by: Mutex::new(None),
         });
         Ok((relay.clone(), RelayLoop { relay, poll }))
     }
@@ -271,7 +271,7 @@ impl UdpRelay {
 
     /// Stops the relay thread once the queries in flight are done, or at `deadline`.
     pub fn stop(&self, deadline: Instant) {
-        *self.stop_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
+        self.lock().stop_by = Some(deadline);
         let _ = self.waker.wake();
     }
 
@@ -390,6 +390,8 @@ impl UdpRelay {
                 t.rtt[u].sample(now.saturating_duration_since(first_sent));
             }
             t.silence[u].answered();
+            // The relay thread is awake (it is running this): no query needs to wake it.
+            t.sleeping = false;
             if let Some(stale) = &self.stale {
                 let s = &t.slots[index];
                 stale.store(&s.query, s.question_end, reply, now);
@@ -443,77 +445,92 @@ impl UdpRelay {
         t.note_due(now);
     }
 
-    /// Sends the copies that are due and gives up on the queries whose budget is over. Returns
-    /// the next deadline (`None`: nothing in flight).
+    /// The timer scan, under the table lock: due copies into `actions` (bytes in `scratch`),
+    /// queries past their budget released into `actions`, `next_due` made exact.
+    fn scan(&self, t: &mut Table, now: Instant, actions: &mut Vec<Action>, scratch: &mut Vec<u8>) {
+        let mut next_due: Option<Instant> = None;
+        for index in 0..t.slots.len() {
+            if !t.slots[index].live {
+                continue;
+            }
+            if t.slots[index].give_up <= now {
+                let s = &t.slots[index];
+                let start = scratch.len();
+                scratch.extend_from_slice(&s.query);
+                actions.push(Action::GiveUp {
+                    client: s.client,
+                    start,
+                    end: scratch.len(),
+                });
+                t.release(index);
+                continue;
+            }
+            if t.slots[index].next_at <= now {
+                let s = &t.slots[index];
+                let last = s.copies[s.sent - 1].upstream as usize;
+                self.stats.upstream_timeout(last);
+                if s.sent >= MAX_COPIES {
+                    t.slots[index].next_at = t.slots[index].give_up;
+                } else {
+                    let target = self.health.after(last);
+                    let sent = s.sent + 1;
+                    let wait = t.interval(&self.health, target, sent);
+                    if t.budget.take(now) {
+                        let id = t.take_id(index);
+                        t.silence[target].sent(now);
+                        let s = &mut t.slots[index];
+                        s.copies[s.sent] = Copy {
+                            id,
+                            upstream: target as u8,
+                        };
+                        s.sent = sent;
+                        let start = scratch.len();
+                        scratch.extend_from_slice(&s.query);
+                        scratch[start..start + 2].copy_from_slice(&id.to_be_bytes());
+                        actions.push(Action::Send {
+                            u: target,
+                            start,
+                            end: scratch.len(),
+                        });
+                    }
+                    t.slots[index].next_at = now + wait;
+                }
+            }
+            let due = t.slots[index].due();
+            next_due = Some(next_due.map_or(due, |d| d.min(due)));
+        }
+        t.next_due = next_due;
+        for u in 0..self.health.count() {
+            t.silence[u].check(&self.health, u, now);
+        }
+    }
+
+    /// Sends the copies that are due and gives up on the queries whose budget is over; then,
+    /// in the same lock, notes what the relay thread will sleep towards (the next deadline, or
+    /// the stop deadline). `None`: stop now.
     fn run_timers(
         &self,
         now: Instant,
         actions: &mut Vec<Action>,
         scratch: &mut Vec<u8>,
-    ) -> Option<Instant> {
+    ) -> Option<Option<Instant>> {
         actions.clear();
         scratch.clear();
         let next = {
             let mut t = self.lock();
-            if t.next_due.is_none_or(|d| d > now) {
-                return t.next_due;
+            if t.next_due.is_some_and(|d| d <= now) {
+                self.scan(&mut t, now, actions, scratch);
             }
-            let mut next_due: Option<Instant> = None;
-            for index in 0..t.slots.len() {
-                if !t.slots[index].live {
-                    continue;
-                }
-                if t.slots[index].give_up <= now {
-                    let s = &t.slots[index];
-                    let start = scratch.len();
-                    scratch.extend_from_slice(&s.query);
-                    actions.push(Action::GiveUp {
-                        client: s.client,
-                        start,
-                        end: scratch.len(),
-                    });
-                    t.release(index);
-                    continue;
-                }
-                if t.slots[index].next_at <= now {
-                    let s = &t.slots[index];
-                    let last = s.copies[s.sent - 1].upstream as usize;
-                    self.stats.upstream_timeout(last);
-                    if s.sent >= MAX_COPIES {
-                        t.slots[index].next_at = t.slots[index].give_up;
-                    } else {
-                        let target = self.health.after(last);
-                        let sent = s.sent + 1;
-                        let wait = t.interval(&self.health, target, sent);
-                        if t.budget.take(now) {
-                            let id = t.take_id(index);
-                            t.silence[target].sent(now);
-                            let s = &mut t.slots[index];
-                            s.copies[s.sent] = Copy {
-                                id,
-                                upstream: target as u8,
-                            };
-                            s.sent = sent;
-                            let start = scratch.len();
-                            scratch.extend_from_slice(&s.query);
-                            scratch[start..start + 2].copy_from_slice(&id.to_be_bytes());
-                            actions.push(Action::Send {
-                                u: target,
-                                start,
-                                end: scratch.len(),
-                            });
-                        }
-                        t.slots[index].next_at = now + wait;
-                    }
-                }
-                let due = t.slots[index].due();
-                next_due = Some(next_due.map_or(due, |d| d.min(due)));
-            }
-            t.next_due = next_due;
-            for u in 0..self.health.count() {
-                t.silence[u].check(&self.health, u, now);
-            }
-            next_due
+            let stop = t
+                .stop_by
+                .is_some_and(|by| t.next_due.is_none() || now >= by);
+            let wake_at = match (t.next_due, t.stop_by) {
+                (Some(n), Some(s)) => Some(n.min(s)),
+                (n, s) => n.or(s),
+            };
+            t.sleeping = true;
+            t.sleeping_until = wake_at;
+            (!stop).then_some(wake_at)
         };
         let mut out = Vec::new();
         for action in actions.drain(..) {
@@ -562,23 +579,8 @@ impl RelayLoop {
                 recoveries = seen;
                 relay.kick(now);
             }
-            let next = relay.run_timers(now, &mut actions, &mut scratch);
-            let stop_by = *relay.stop_by.lock().unwrap_or_else(|p| p.into_inner());
-            if stop_by.is_some_and(|by| next.is_none() || now >= by) {
+            let Some(wake_at) = relay.run_timers(now, &mut actions, &mut scratch) else {
                 return;
-            }
-            let _ = next;
-            let wake_at = {
-                // Read the deadline again under the lock: a query forwarded since the timer run
-                // has lowered it without waking us (we were not asleep yet).
-                let mut t = relay.lock();
-                let wake_at = match (t.next_due, stop_by) {
-                    (Some(n), Some(s)) => Some(n.min(s)),
-                    (n, s) => n.or(s),
-                };
-                t.sleeping = true;
-                t.sleeping_until = wake_at;
-                wake_at
             };
             let timeout = wake_at.map(|w| {
                 // epoll has millisecond resolution: round up, so that we never wake early
@@ -592,7 +594,8 @@ impl RelayLoop {
                 // Cannot wait: do not spin either.
                 std::thread::sleep(attempt::RTO_MIN);
             }
-            relay.lock().sleeping = false;
+            // `sleeping` is cleared by the next reply or timer run (both lock anyway); until
+            // then a query may wake us needlessly, which costs one eventfd write.
             for event in events.iter() {
                 let u = event.token().0;
                 if u >= relay.sockets.len() {
