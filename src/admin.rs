@@ -42,7 +42,7 @@ const MAX_CONNECTIONS: usize = 16;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the admin endpoint reads.
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub shared: Arc<Shared>,
     pub relays: Vec<Arc<UdpRelay>>,
     /// An upstream must have answered a probe within this window for `/ready`.
@@ -51,7 +51,7 @@ pub struct AdminState {
 
 impl AdminState {
     /// `Ok` when ready, else the reason.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         if self.shared.stop.is_set() {
             return Err("shutting down".into());
         }
@@ -74,7 +74,7 @@ impl AdminState {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn metrics_text(self: &Arc<Self>) -> String {
+    pub(crate) fn metrics_text(self: &Arc<Self>) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Metrics(self.clone())));
         let mut out = String::with_capacity(8192);
@@ -87,20 +87,20 @@ impl AdminState {
 /// Serves the admin endpoint until `stop` turns true.
 /// The running admin endpoint. It outlives the data plane's stop (reporting 503 meanwhile) and
 /// closes last.
-pub struct AdminHandle {
+pub(crate) struct AdminHandle {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
 }
 
 impl AdminHandle {
-    pub fn shutdown(self) {
+    pub(crate) fn shutdown(self) {
         self.stop.send_replace(true);
     }
 }
 
 /// Serves `/live`, `/ready` and `/metrics` on `listener` (bound by the caller, so that a port
 /// conflict fails start-up before anything runs).
-pub fn spawn(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<AdminHandle> {
+pub(crate) fn spawn(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<AdminHandle> {
     let addr = listener.local_addr()?;
     let (stop, rx) = watch::channel(false);
     tokio::spawn(serve(listener, state, rx));

@@ -33,23 +33,23 @@ use crate::stats::WorkerStats;
 use crate::upstream::{QueryError, failure_reply};
 
 /// Rule-to-rule alias chains longer than this are answered SERVFAIL (a loop in the rules).
-pub const MAX_DEPTH: usize = 8;
+pub(crate) const MAX_DEPTH: usize = 8;
 /// Alias lookups in flight at once; more wait for a slot.
 const CONCURRENCY: usize = 256;
 /// Re-tries of an alias target lookup after a timeout (hickory's `attempts`).
 const ALIAS_RETRIES: u32 = 4;
 /// UDP alias queries queued for the resolver; beyond it they get SERVFAIL.
-pub const QUEUE: usize = 1024;
+pub(crate) const QUEUE: usize = 1024;
 
 /// A UDP query handed over by a worker.
-pub struct AliasJob {
+pub(crate) struct AliasJob {
     pub query: Vec<u8>,
     pub peer: SocketAddr,
     pub socket: Arc<UdpSocket>,
     pub stats: Arc<WorkerStats>,
 }
 
-pub struct AliasResolver {
+pub(crate) struct AliasResolver {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     mapping: SharedMapping,
@@ -69,7 +69,7 @@ enum Resolved {
 }
 
 impl AliasResolver {
-    pub fn new(upstreams: &[SocketAddr], timeout: Duration, mapping: SharedMapping) -> Self {
+    pub(crate) fn new(upstreams: &[SocketAddr], timeout: Duration, mapping: SharedMapping) -> Self {
         AliasResolver {
             upstreams: upstreams.to_vec(),
             timeout,
@@ -120,7 +120,7 @@ impl AliasResolver {
 
     /// The complete reply to an alias query and its outcome, or why there is none (the caller
     /// answers with [`crate::upstream::failure_reply`]). An unreadable question gives no reply.
-    pub async fn answer(
+    pub(crate) async fn answer(
         &self,
         query: &[u8],
         transport: Transport,
@@ -268,7 +268,7 @@ fn uncompressed(rdata: &hickory_resolver::proto::rr::RData) -> Option<Vec<u8>> {
 }
 
 /// Serves alias queries handed over by the UDP workers until every sender is gone.
-pub async fn run_udp(resolver: Arc<AliasResolver>, mut jobs: mpsc::Receiver<AliasJob>) {
+pub(crate) async fn run_udp(resolver: Arc<AliasResolver>, mut jobs: mpsc::Receiver<AliasJob>) {
     while let Some(job) = jobs.recv().await {
         let resolver = resolver.clone();
         tokio::spawn(async move {

@@ -11,7 +11,7 @@ use crate::config::{self, Config, ConfigError, MappingSource};
 
 /// The default mapping path, relative to the working directory (the repo root under
 /// `cargo run`).
-pub const DEFAULT_MAPPING: &str = "config/mapping.yaml";
+pub(crate) const DEFAULT_MAPPING: &str = "config/mapping.yaml";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -173,7 +173,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// 2,000-query burst at 50m); and every worker costs two threads and its buffers. The old default,
 /// one per usable core, gave 64 workers (131 threads, ~1,500 idle wake-ups a second) to a
 /// container without a CPU limit on a 64-core node.
-pub const DEFAULT_WORKERS: usize = 1;
+pub(crate) const DEFAULT_WORKERS: usize = 1;
 
 fn bytes(s: &str) -> Result<usize, String> {
     let t = s.trim();

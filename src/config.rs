@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// The example mapping, compiled in: served when `--mapping` is not given and
 /// `config/mapping.yaml` is not there (a binary run outside the repo still answers at once).
-pub const EMBEDDED_MAPPING: &str = include_str!("../config/mapping.yaml");
+pub(crate) const EMBEDDED_MAPPING: &str = include_str!("../config/mapping.yaml");
 
 /// Where the mapping comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub enum ConfigError {
 }
 
 /// Parses `10.96.0.10`, `10.96.0.10:53`, `fd00::a` or `[fd00::a]:53`; port 53 by default.
-pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
     let s = s.trim();
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
@@ -111,7 +111,7 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
 
 /// The nameservers of `/etc/resolv.conf`, read with hickory-resolver's parser (which knows the
 /// file's quirks: `options`, `search`, comments, IPv6 zone ids).
-pub fn system_upstreams() -> Result<Vec<SocketAddr>, ConfigError> {
+pub(crate) fn system_upstreams() -> Result<Vec<SocketAddr>, ConfigError> {
     let (conf, _opts) = hickory_resolver::system_conf::read_system_conf()
         .map_err(|e| ConfigError::NoUpstream(e.to_string()))?;
     let ups: Vec<SocketAddr> = conf
@@ -128,7 +128,10 @@ pub fn system_upstreams() -> Result<Vec<SocketAddr>, ConfigError> {
 /// Refuses an upstream that is one of our own listen addresses (a sidecar whose resolv.conf
 /// says 127.0.0.1 while it listens on 127.0.0.1:53 would forward to itself forever; CoreDNS's
 /// `loop` plugin exists for this).
-pub fn check_loops(listen: &[SocketAddr], upstreams: &[SocketAddr]) -> Result<(), ConfigError> {
+pub(crate) fn check_loops(
+    listen: &[SocketAddr],
+    upstreams: &[SocketAddr],
+) -> Result<(), ConfigError> {
     if upstreams.is_empty() {
         return Err(ConfigError::NoUpstream("none given".into()));
     }

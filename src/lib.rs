@@ -13,18 +13,19 @@
 //! [`start`] wires the pieces and returns a handle that tests drive; [`run`] is the daemon.
 // `unsafe` is denied everywhere but in `sys`, one small module with a SAFETY note per call.
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod admin;
-pub mod alias;
+pub(crate) mod admin;
+pub(crate) mod alias;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod mapping;
-pub mod server;
-pub mod shared;
+pub(crate) mod server;
+pub(crate) mod shared;
 pub mod stats;
-pub mod sys;
-pub mod upstream;
+pub(crate) mod sys;
+pub(crate) mod upstream;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

@@ -18,7 +18,7 @@ use crate::upstream::health::UpstreamHealth;
 use crate::upstream::probe::LoopGuard;
 use crate::upstream::stale::StaleCache;
 
-pub struct Shared {
+pub(crate) struct Shared {
     pub mapping: SharedMapping,
     pub upstreams: Arc<UpstreamHealth>,
     pub loop_guard: LoopGuard,
@@ -34,7 +34,7 @@ pub struct Shared {
 /// The data plane's one shutdown signal: a flag for blocking threads and readiness, a watch for
 /// tasks. Each server's handle wakes its own blocked threads when it sees it (see their
 /// `shutdown`).
-pub struct Stop {
+pub(crate) struct Stop {
     flag: AtomicBool,
     tx: watch::Sender<bool>,
 }
@@ -49,24 +49,24 @@ impl Default for Stop {
 }
 
 impl Stop {
-    pub fn signal(&self) {
+    pub(crate) fn signal(&self) {
         self.flag.store(true, Ordering::SeqCst);
         self.tx.send_replace(true);
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
 
     /// A receiver whose `changed()` fires at the stop.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
         self.tx.subscribe()
     }
 }
 
 impl Shared {
     /// Everything around the loaded `mapping`, from the configuration.
-    pub fn new(mapping: SharedMapping, config: &Config) -> Arc<Shared> {
+    pub(crate) fn new(mapping: SharedMapping, config: &Config) -> Arc<Shared> {
         let upstreams = Arc::new(UpstreamHealth::new(
             &config.upstreams,
             config.unhealthy_after,

@@ -12,21 +12,21 @@ use std::time::Duration;
 use crate::dns::answer::Outcome;
 
 /// Upper bounds of the latency buckets, in seconds (Prometheus `le`).
-pub const LATENCY_BUCKETS: [f64; 14] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.5, 2.5,
 ];
 
 /// A fixed-bucket latency histogram made of atomics.
 #[derive(Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
 }
 
 impl Histogram {
     #[inline]
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = LATENCY_BUCKETS
             .iter()
@@ -60,7 +60,7 @@ impl HistogramTotals {
 
 /// Per-upstream counters of one worker.
 #[derive(Default)]
-pub struct UpstreamCounters {
+pub(crate) struct UpstreamCounters {
     pub requests: AtomicU64,
     pub retransmits: AtomicU64,
     pub timeouts: AtomicU64,
@@ -69,7 +69,7 @@ pub struct UpstreamCounters {
 
 /// Counters of one worker.
 #[repr(align(128))]
-pub struct WorkerStats {
+pub(crate) struct WorkerStats {
     outcomes: [AtomicU64; Outcome::COUNT],
     upstreams: Box<[UpstreamCounters]>,
     pub local_latency: Histogram,
@@ -89,32 +89,32 @@ impl WorkerStats {
     }
 
     #[inline]
-    pub fn count(&self, outcome: Outcome) {
+    pub(crate) fn count(&self, outcome: Outcome) {
         self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     #[inline]
-    pub fn upstream_request(&self, u: usize) {
+    pub(crate) fn upstream_request(&self, u: usize) {
         if let Some(c) = self.upstreams.get(u) {
             c.requests.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A copy of a query sent again (counted in `requests` too).
-    pub fn upstream_retransmit(&self, u: usize) {
+    pub(crate) fn upstream_retransmit(&self, u: usize) {
         if let Some(c) = self.upstreams.get(u) {
             c.retransmits.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A copy sent to `u` was not answered before its retransmission timer fired.
-    pub fn upstream_timeout(&self, u: usize) {
+    pub(crate) fn upstream_timeout(&self, u: usize) {
         if let Some(c) = self.upstreams.get(u) {
             c.timeouts.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub fn upstream_error(&self, u: usize) {
+    pub(crate) fn upstream_error(&self, u: usize) {
         if let Some(c) = self.upstreams.get(u) {
             c.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -123,13 +123,13 @@ impl WorkerStats {
 
 /// Whether a counter block belongs to UDP or TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
+pub(crate) enum Proto {
     Udp,
     Tcp,
 }
 
 /// All counter blocks of a server.
-pub struct Stats {
+pub(crate) struct Stats {
     upstreams: usize,
     blocks: std::sync::Mutex<Vec<(Proto, Arc<WorkerStats>)>>,
 }
@@ -169,7 +169,7 @@ impl Totals {
 }
 
 impl Stats {
-    pub fn new(upstreams: usize) -> Stats {
+    pub(crate) fn new(upstreams: usize) -> Stats {
         Stats {
             upstreams,
             blocks: std::sync::Mutex::new(Vec::new()),
@@ -177,7 +177,7 @@ impl Stats {
     }
 
     /// A new counter block; called at start-up only, never per query.
-    pub fn block(&self, proto: Proto) -> Arc<WorkerStats> {
+    pub(crate) fn block(&self, proto: Proto) -> Arc<WorkerStats> {
         let b = Arc::new(WorkerStats::new(self.upstreams));
         self.blocks
             .lock()
@@ -186,7 +186,7 @@ impl Stats {
         b
     }
 
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         let mut t = Totals {
             upstreams: vec![UpstreamTotals::default(); self.upstreams],
             ..Totals::default()

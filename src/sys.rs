@@ -27,7 +27,7 @@ use std::io::BufRead;
 /// relocated `.data.rel.ro`, made read-only after relocation), is left alone: dropping it would
 /// lose the relocations. (Not `Private_Dirty`: that also counts file pages not yet written back
 /// to disk, as in a binary fresh from the compiler.)
-pub fn release_code_pages() {
+pub(crate) fn release_code_pages() {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return;
     };
@@ -77,7 +77,7 @@ pub fn release_code_pages() {
 /// Returns the heap memory freed after start-up (YAML parsing, command line, runtime set-up) to
 /// the kernel: glibc keeps freed chunks resident until asked (`malloc_trim` also releases free
 /// pages in the middle of the heap, not only at its top).
-pub fn trim_heap() {
+pub(crate) fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: `malloc_trim` only walks glibc's own free lists under its arena locks; it has no
     // preconditions and invalidates no live allocation.
@@ -96,7 +96,7 @@ pub fn trim_heap() {
 ///   on their own, and only the pages a datagram reaches become resident (from the heap, calloc
 ///   would clear, and so touch, all of them). Fixed, because glibc otherwise raises the threshold
 ///   when start-up frees a large block.
-pub fn tune_malloc() {
+pub(crate) fn tune_malloc() {
     #[cfg(target_env = "gnu")]
     // SAFETY: `mallopt` only reads its two integer arguments and adjusts allocator settings; it
     // is called at start-up, before any other thread exists.
@@ -108,7 +108,7 @@ pub fn tune_malloc() {
 
 /// Lowers the calling thread's scheduling priority to nice 19 (Linux: `setpriority` with
 /// `PRIO_PROCESS` applies to a single thread when given its thread id).
-pub fn background_priority() {
+pub(crate) fn background_priority() {
     // SAFETY: `gettid` has no preconditions; `setpriority` only reads its integer arguments and
     // changes the scheduling priority of the calling thread, which owns no Rust invariant.
     unsafe {
@@ -121,7 +121,7 @@ pub fn background_priority() {
 /// gave no address. That is what a receive returns after [`stop_receiving`]: the way a worker
 /// blocked in it is woken at shutdown without any timeout ticking while idle. (std's
 /// `UdpSocket::recv_from` cannot be used for this: it asserts on the empty address and aborts.)
-pub fn recv_from(
+pub(crate) fn recv_from(
     socket: &std::net::UdpSocket,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, Option<std::net::SocketAddr>)> {
@@ -153,7 +153,7 @@ pub fn recv_from(
 
 /// Wakes every thread blocked in [`recv_from`] on `socket` (they get a zero-length read with no
 /// address), and makes later receives return at once. Sends still work.
-pub fn stop_receiving(socket: &std::net::UdpSocket) {
+pub(crate) fn stop_receiving(socket: &std::net::UdpSocket) {
     // Linux returns ENOTCONN for an unconnected UDP socket but marks it shut down for reading
     // and wakes its readers all the same (inet_shutdown).
     let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);

@@ -50,8 +50,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const COUNT: usize = 11;
-    pub const ALL: [Outcome; Outcome::COUNT] = [
+    pub(crate) const COUNT: usize = 11;
+    pub(crate) const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Answer,
         Outcome::NoData,
         Outcome::Forwarded,
@@ -261,7 +261,7 @@ fn entry_records(entry: &Entry, qtype: u16) -> impl Iterator<Item = (u16, u32, R
 
 /// RDATA of a record we write, without allocation for addresses.
 #[derive(Debug, Clone)]
-pub enum Rdata<'a> {
+pub(crate) enum Rdata<'a> {
     V4([u8; 4]),
     V6([u8; 16]),
     Bytes(&'a [u8]),

@@ -9,7 +9,7 @@ pub const HEADER_LEN: usize = 12;
 /// Longest name on the wire, length octets and root label included (RFC 1035 §2.3.4).
 pub const MAX_NAME_WIRE: usize = 255;
 /// Longest label (RFC 1035 §2.3.4).
-pub const MAX_LABEL: usize = 63;
+pub(crate) const MAX_LABEL: usize = 63;
 /// Largest UDP payload a client may assume without EDNS (RFC 1035 §4.2.1).
 pub const CLASSIC_UDP_SIZE: usize = 512;
 
@@ -22,8 +22,8 @@ pub mod rtype {
     pub const OPT: u16 = 41;
     /// RFC 8945 §4.2.
     pub const TSIG: u16 = 250;
-    pub const IXFR: u16 = 251;
-    pub const AXFR: u16 = 252;
+    pub(crate) const IXFR: u16 = 251;
+    pub(crate) const AXFR: u16 = 252;
     pub const ANY: u16 = 255;
 }
 
@@ -57,8 +57,8 @@ pub mod flag {
     pub const TC: u16 = 0x0200;
     pub const RD: u16 = 0x0100;
     pub const RA: u16 = 0x0080;
-    pub const CD: u16 = 0x0010;
-    pub const OPCODE_MASK: u16 = 0x7800;
+    pub(crate) const CD: u16 = 0x0010;
+    pub(crate) const OPCODE_MASK: u16 = 0x7800;
 }
 
 /// Why a message could not be read.
@@ -129,7 +129,7 @@ impl Header {
         })
     }
 
-    pub fn is_response(&self) -> bool {
+    pub(crate) fn is_response(&self) -> bool {
         self.flags & flag::QR != 0
     }
 
@@ -412,7 +412,7 @@ fn read_tsig(msg: &[u8], key: usize, rdata: usize, end: usize) -> Result<Tsig, W
 
 /// Calls `f(rtype, ttl_offset)` for every resource record after the question (answer, authority
 /// and additional sections, OPT included), in order. Fails on a record that runs past the end.
-pub fn for_each_record(
+pub(crate) fn for_each_record(
     msg: &[u8],
     header: &Header,
     after_question: usize,

@@ -13,7 +13,7 @@ use super::{Entry, Rec, Snapshot, name, rules};
 
 /// Builds a snapshot entry by entry, rejecting a name given twice (in one file or two).
 #[derive(Default)]
-pub struct SnapshotBuilder {
+pub(crate) struct SnapshotBuilder {
     recs: Vec<Rec>,
     /// Where each entry was defined (file index, location): for the duplicate error only.
     locs: Vec<(u32, serde_saphyr::Location)>,
@@ -25,14 +25,14 @@ pub struct SnapshotBuilder {
 
 impl SnapshotBuilder {
     /// Starts a new source file; returns its index.
-    pub fn file(&mut self, origin: &str) -> u32 {
+    pub(crate) fn file(&mut self, origin: &str) -> u32 {
         self.origins.push(origin.to_owned());
         self.origins.len() as u32 - 1
     }
 
     /// Adds one name; on a duplicate returns the message, naming where the first definition is
     /// ("line N" in the same file, "other.yaml:N" in another).
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         file: u32,
         name: Vec<u8>,
@@ -71,7 +71,7 @@ impl SnapshotBuilder {
 
     /// Sets the TTL of the entries of `file` that did not set their own (a file's `ttl:` may
     /// come after its `hosts:`).
-    pub fn apply_file_ttl(&mut self, file: u32, ttl: u32, own_ttl: &[bool]) {
+    pub(crate) fn apply_file_ttl(&mut self, file: u32, ttl: u32, own_ttl: &[bool]) {
         let mine = self
             .locs
             .iter()
@@ -84,15 +84,15 @@ impl SnapshotBuilder {
         }
     }
 
-    pub fn add_rule(&mut self, rule: rules::Rule, pattern: String) {
+    pub(crate) fn add_rule(&mut self, rule: rules::Rule, pattern: String) {
         self.rules.push((rule, pattern));
     }
 
-    pub fn origins(&self) -> &[String] {
+    pub(crate) fn origins(&self) -> &[String] {
         &self.origins
     }
 
-    pub fn finish(self, content_hash: u64) -> Result<Snapshot, String> {
+    pub(crate) fn finish(self, content_hash: u64) -> Result<Snapshot, String> {
         let rules = if self.rules.is_empty() {
             None
         } else {

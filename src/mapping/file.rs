@@ -31,8 +31,9 @@ use super::schema::{EMPTY_FILE, FileSeed};
 use super::{Snapshot, SnapshotBuilder, fnv1a};
 
 pub use super::error::MappingError;
-pub use super::source::{SourceText, read_source, stat_signature};
-pub use super::validate::MAX_TTL;
+pub(crate) use super::source::stat_signature;
+pub use super::source::{SourceText, read_source};
+pub(crate) use super::validate::MAX_TTL;
 
 /// Parses and validates a whole source; a name defined in two files is an error naming both.
 pub fn parse_source(source: &SourceText, default_ttl: u32) -> Result<Snapshot, MappingError> {
@@ -58,7 +59,7 @@ pub fn parse(text: &str, origin: &str, default_ttl: u32) -> Result<Snapshot, Map
 /// Parses one file straight into `builder`: each host is validated and stored as it is read,
 /// so a 100,000-name file never exists as an intermediate list (peak memory is about the final
 /// snapshot plus the text).
-pub fn parse_into(
+pub(crate) fn parse_into(
     builder: &mut SnapshotBuilder,
     text: &str,
     origin: &str,

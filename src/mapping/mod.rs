@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use builder::SnapshotBuilder;
+pub(crate) use builder::SnapshotBuilder;
 pub use error::MappingError;
 
 /// What a mapped name answers with.
@@ -183,7 +183,7 @@ impl Snapshot {
     }
 
     /// Short form of the content hash for logs.
-    pub fn short_hash(&self) -> String {
+    pub(crate) fn short_hash(&self) -> String {
         short_hash(self.content_hash)
     }
 }
@@ -192,19 +192,19 @@ impl Snapshot {
 pub type SharedMapping = Arc<ArcSwap<Snapshot>>;
 
 /// The first 8 hex digits of a content hash, as shown in logs and metrics.
-pub fn short_hash(hash: u64) -> String {
+pub(crate) fn short_hash(hash: u64) -> String {
     format!("{:08x}", (hash >> 32) as u32)
 }
 
 /// FNV-1a, 64 bit: a stable content fingerprint (not a security boundary).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h = Fnv1a::default();
     h.update(bytes);
     h.0
 }
 
 /// FNV-1a fed in pieces, for content spread over several buffers (no copy into one).
-pub struct Fnv1a(pub u64);
+pub(crate) struct Fnv1a(pub u64);
 
 impl Default for Fnv1a {
     fn default() -> Self {
@@ -213,7 +213,7 @@ impl Default for Fnv1a {
 }
 
 impl Fnv1a {
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);

@@ -61,14 +61,14 @@ enum Msg {
 }
 
 /// Handle to the reload thread.
-pub struct Reloader {
+pub(crate) struct Reloader {
     tx: mpsc::Sender<Msg>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Reloader {
     /// Starts watching `path` (file or directory). `current` is the snapshot already published.
-    pub fn spawn(
+    pub(crate) fn spawn(
         path: PathBuf,
         default_ttl: u32,
         poll_interval: Duration,
@@ -105,11 +105,11 @@ impl Reloader {
     }
 
     /// Re-reads the source at once (what SIGHUP does).
-    pub fn reload_now(&self) {
+    pub(crate) fn reload_now(&self) {
         let _ = self.tx.send(Msg::Force);
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = self.tx.send(Msg::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -313,6 +313,6 @@ impl State {
 }
 
 /// Marks the time of the start-up load.
-pub fn stamp_initial(stats: &ReloadStats) {
+pub(crate) fn stamp_initial(stats: &ReloadStats) {
     stats.stamp();
 }

@@ -45,7 +45,7 @@ pub struct Rules {
 }
 
 /// A name as a rule pattern: a regex as given, or an exact name escaped; both anchored.
-pub fn pattern(host: &str, is_regex: bool) -> String {
+pub(crate) fn pattern(host: &str, is_regex: bool) -> String {
     if is_regex {
         format!("^(?:{host})$")
     } else {
@@ -54,7 +54,7 @@ pub fn pattern(host: &str, is_regex: bool) -> String {
 }
 
 /// Compiles one rule's regex, or says why it is invalid.
-pub fn compile_one(host: &str, is_regex: bool) -> Result<regex::Regex, String> {
+pub(crate) fn compile_one(host: &str, is_regex: bool) -> Result<regex::Regex, String> {
     regex::RegexBuilder::new(&pattern(host, is_regex))
         .case_insensitive(true)
         .build()
@@ -62,7 +62,7 @@ pub fn compile_one(host: &str, is_regex: bool) -> Result<regex::Regex, String> {
 }
 
 /// Checks that every `$n` / `${n}` / `${name}` in `template` refers to a group of `re`.
-pub fn check_template(template: &str, re: &regex::Regex) -> Result<(), String> {
+pub(crate) fn check_template(template: &str, re: &regex::Regex) -> Result<(), String> {
     let bytes = template.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -106,7 +106,7 @@ pub fn check_template(template: &str, re: &regex::Regex) -> Result<(), String> {
 /// `[A-Za-z0-9_]`; a `$` followed by anything else stays as it is (so `$$` does too, and the
 /// name check then rejects the `$`). Hand-written rather than a regex compiled per rule on
 /// every load; the same result as replacing `\$(\{[^}]*\}|[A-Za-z0-9_]+)` with `x`.
-pub fn template_probe(template: &str) -> String {
+pub(crate) fn template_probe(template: &str) -> String {
     let bytes = template.as_bytes();
     let mut out = String::with_capacity(template.len());
     let mut literal = 0;
@@ -158,7 +158,7 @@ impl Rules {
     /// The first rule, in file order, whose pattern matches the whole `name` (lower case,
     /// without the trailing dot).
     #[inline]
-    pub fn first_match(&self, name: &str) -> Option<usize> {
+    pub(crate) fn first_match(&self, name: &str) -> Option<usize> {
         // Every pattern is anchored at both ends, so any match covers the whole name; among
         // patterns matching at the same place, leftmost-first semantics prefers the lowest
         // pattern ID, i.e. the first rule in the file.

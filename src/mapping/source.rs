@@ -71,7 +71,7 @@ pub fn read_source(path: &Path) -> Result<SourceText, MappingError> {
 /// of the directory and each of its mapping files, symlinks followed): equal fingerprints mean
 /// nothing was written. `None` if anything cannot be read (the caller then reads the source to
 /// report the error).
-pub fn stat_signature(path: &Path) -> Option<u64> {
+pub(crate) fn stat_signature(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut fields: Vec<i64> = Vec::new();
     let mut add = |m: &std::fs::Metadata| {

@@ -12,7 +12,7 @@ use super::rules::{self, Rule, RuleResult};
 use super::schema::{RawAddrList, RawHost, RawRule};
 
 /// RFC 2181 §8: a TTL is an unsigned 31-bit number.
-pub const MAX_TTL: u32 = 0x7fff_ffff;
+pub(crate) const MAX_TTL: u32 = 0x7fff_ffff;
 
 /// Validates one host's value into an entry; also says whether it set its own TTL.
 pub(super) fn host_entry(

@@ -17,7 +17,7 @@ use crate::stats::WorkerStats;
 
 /// The next step for one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Send `out[..len]` back (already counted).
     Reply { len: usize },
     /// Relay it upstream.
@@ -30,7 +30,7 @@ pub enum Step {
 
 /// Decides `msg` from `peer`: a local reply written into `out` (grown for a TCP answer that does
 /// not fit), or where it goes next.
-pub fn dispatch(
+pub(crate) fn dispatch(
     shared: &Shared,
     stats: &WorkerStats,
     msg: &[u8],

@@ -30,18 +30,18 @@ use crate::upstream::failure_reply;
 use crate::upstream::tcp::TcpForwarder;
 
 /// Forwarded queries in flight per connection; the reader waits when it is reached.
-pub const PIPELINE_DEPTH: usize = 32;
+pub(crate) const PIPELINE_DEPTH: usize = 32;
 
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy)]
-pub struct TcpLimits {
+pub(crate) struct TcpLimits {
     /// A connection with no complete query for this long is closed (RFC 7766 §6.2.3).
     pub idle_timeout: Duration,
     /// Queries served on one connection before it is closed (after answering them all).
     pub max_queries: usize,
 }
 
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -54,7 +54,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Everything a connection handler needs, shared by all connections.
-pub struct TcpContext {
+pub(crate) struct TcpContext {
     pub shared: Arc<Shared>,
     pub forwarder: TcpForwarder,
     pub stats: Arc<WorkerStats>,
@@ -114,7 +114,7 @@ impl Connections {
 }
 
 /// The TCP side of one listen address.
-pub struct TcpHandle {
+pub(crate) struct TcpHandle {
     pub addr: SocketAddr,
     /// Live connections hold permits: all of them free means drained.
     connections: Arc<Semaphore>,
@@ -122,7 +122,7 @@ pub struct TcpHandle {
 }
 
 /// Serves TCP on `listener` (bound by the caller) until the data plane's stop.
-pub fn spawn(
+pub(crate) fn spawn(
     shared: &Arc<Shared>,
     listener: std::net::TcpListener,
     config: &Config,
@@ -160,7 +160,7 @@ pub fn spawn(
 impl TcpHandle {
     /// Waits until every connection has finished (they stop reading at the data plane's stop
     /// and answer what they have), or `deadline`. False if some were still open then.
-    pub async fn shutdown(self, deadline: Instant) -> bool {
+    pub(crate) async fn shutdown(self, deadline: Instant) -> bool {
         tokio::time::timeout_at(
             deadline.into(),
             self.connections.acquire_many(self.max as u32),

@@ -31,7 +31,7 @@ const RECV_BUFFER: usize = 1 << 20;
 
 /// Binds `workers` UDP sockets to `addr` with `SO_REUSEPORT`. With port 0 the first socket picks
 /// the port and the others join it.
-pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
+pub(crate) fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
     let mut sockets = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers.max(1) {
@@ -50,7 +50,7 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
 }
 
 /// Everything one worker's query loop uses.
-pub struct UdpWorker {
+pub(crate) struct UdpWorker {
     pub socket: Arc<UdpSocket>,
     pub shared: Arc<Shared>,
     pub relay: Arc<UdpRelay>,
@@ -65,7 +65,7 @@ const LATENCY_SAMPLE: u32 = 64;
 
 impl UdpWorker {
     /// The query loop; returns when the server stops.
-    pub fn serve(self) {
+    pub(crate) fn serve(self) {
         let mut buf = vec![0u8; u16::MAX as usize];
         let mut out = vec![0u8; OUR_UDP_PAYLOAD as usize];
         let mut fail = Vec::new();
@@ -129,7 +129,7 @@ impl UdpWorker {
 }
 
 /// The UDP side of one listen address: each worker's query thread and relay thread.
-pub struct UdpHandle {
+pub(crate) struct UdpHandle {
     pub addr: SocketAddr,
     threads: Vec<std::thread::JoinHandle<()>>,
     sockets: Vec<Arc<UdpSocket>>,
@@ -137,7 +137,7 @@ pub struct UdpHandle {
 }
 
 /// Starts a worker (query thread + relay thread) on each of `sockets`, bound by the caller.
-pub fn spawn(
+pub(crate) fn spawn(
     shared: &Arc<Shared>,
     sockets: Vec<UdpSocket>,
     alias: &mpsc::Sender<AliasJob>,
@@ -189,13 +189,13 @@ pub fn spawn(
 }
 
 impl UdpHandle {
-    pub fn relays(&self) -> &[Arc<UdpRelay>] {
+    pub(crate) fn relays(&self) -> &[Arc<UdpRelay>] {
         &self.relays
     }
 
     /// Wakes every worker (their sockets stop receiving) and lets each relay finish what is in
     /// flight until `deadline`; returns the threads, to be joined.
-    pub fn shutdown(self, deadline: std::time::Instant) -> Vec<std::thread::JoinHandle<()>> {
+    pub(crate) fn shutdown(self, deadline: std::time::Instant) -> Vec<std::thread::JoinHandle<()>> {
         for socket in &self.sockets {
             crate::sys::stop_receiving(socket);
         }

@@ -20,41 +20,41 @@ use std::time::{Duration, Instant};
 use crate::dns::wire::{self, flag};
 
 /// Floor of the retransmission timeout.
-pub const RTO_MIN: Duration = Duration::from_millis(50);
+pub(crate) const RTO_MIN: Duration = Duration::from_millis(50);
 /// Ceiling of the retransmission timeout and of any back-off interval.
-pub const RTO_MAX: Duration = Duration::from_millis(1000);
+pub(crate) const RTO_MAX: Duration = Duration::from_millis(1000);
 /// RTO before the first RTT sample. Lower than RFC 6298's 1 s: a sidecar's upstream is the
 /// cluster DNS a network hop away, and the estimate converges within a few replies.
-pub const RTO_INITIAL: Duration = Duration::from_millis(200);
+pub(crate) const RTO_INITIAL: Duration = Duration::from_millis(200);
 /// Copies of one query sent at most (the first included), over all upstreams.
-pub const MAX_COPIES: usize = 8;
+pub(crate) const MAX_COPIES: usize = 8;
 /// While an upstream is down, copies to it are at least this far apart: it is asked, but not
 /// hammered (recovery is noticed by the probes, which then re-send at once).
-pub const DOWN_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const DOWN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// When the client hears SERVFAIL (or a stale answer) if no upstream answered: a little before
 /// `budget` runs out, so that a client whose own timeout equals the budget still gets an answer
 /// rather than silence (budget/20, at most 100 ms).
-pub fn give_up_at(start: Instant, budget: Duration) -> Instant {
+pub(crate) fn give_up_at(start: Instant, budget: Duration) -> Instant {
     start + budget - (budget / 20).min(Duration::from_millis(100))
 }
 
 /// The wait before copy number `sent + 1`, after `sent` copies (1 = only the first went out).
-pub fn backoff(rto: Duration, sent: usize) -> Duration {
+pub(crate) fn backoff(rto: Duration, sent: usize) -> Duration {
     let doublings = (sent.saturating_sub(1) / 2).min(8) as u32;
     (rto * (1 << doublings)).min(RTO_MAX)
 }
 
 /// RFC 6298 §2 estimator, in microseconds (integer arithmetic, gains 1/8 and 1/4).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Rtt {
+pub(crate) struct Rtt {
     srtt_us: u32,
     rttvar_us: u32,
     sampled: bool,
 }
 
 impl Rtt {
-    pub fn sample(&mut self, rtt: Duration) {
+    pub(crate) fn sample(&mut self, rtt: Duration) {
         let r = rtt.as_micros().min(u32::MAX as u128 / 8) as u32;
         if !self.sampled {
             self.srtt_us = r;
@@ -67,24 +67,19 @@ impl Rtt {
         self.srtt_us = self.srtt_us - self.srtt_us / 8 + r / 8;
     }
 
-    pub fn rto(&self) -> Duration {
+    pub(crate) fn rto(&self) -> Duration {
         if !self.sampled {
             return RTO_INITIAL;
         }
         let us = u64::from(self.srtt_us) + 4 * u64::from(self.rttvar_us);
         Duration::from_micros(us).clamp(RTO_MIN, RTO_MAX)
     }
-
-    pub fn srtt(&self) -> Option<Duration> {
-        self.sampled
-            .then(|| Duration::from_micros(u64::from(self.srtt_us)))
-    }
 }
 
 /// Whether `reply` answers the copy of `query` that we sent with `id`: a response (QR set) with
 /// that ID and the same question, names compared case-insensitively (RFC 5452 §9.1; the upstream
 /// may change 0x20 case). The source address is checked by the connected socket.
-pub fn reply_matches(reply: &[u8], id: u16, query: &[u8], question_end: usize) -> bool {
+pub(crate) fn reply_matches(reply: &[u8], id: u16, query: &[u8], question_end: usize) -> bool {
     wire::Header::read(reply).is_some_and(|h| h.flags & flag::QR != 0 && h.id == id)
         && wire::same_question(query, reply, question_end)
 }
@@ -94,7 +89,7 @@ pub fn reply_matches(reply: &[u8], id: u16, query: &[u8], question_end: usize) -
 /// burst of [`BURST`]. A dead upstream therefore gets at most twice what the clients ask (and the
 /// slot table bounds that), never a storm.
 #[derive(Debug)]
-pub struct ResendBudget {
+pub(crate) struct ResendBudget {
     tokens: f64,
     refilled: Instant,
 }
@@ -103,7 +98,7 @@ const BURST: f64 = 256.0;
 const TRICKLE_PER_SEC: f64 = 100.0;
 
 impl ResendBudget {
-    pub fn new(now: Instant) -> ResendBudget {
+    pub(crate) fn new(now: Instant) -> ResendBudget {
         ResendBudget {
             tokens: BURST / 4.0,
             refilled: now,
@@ -112,12 +107,12 @@ impl ResendBudget {
 
     /// A query went upstream for the first time.
     #[inline]
-    pub fn earn(&mut self) {
+    pub(crate) fn earn(&mut self) {
         self.tokens = (self.tokens + 1.0).min(BURST);
     }
 
     /// Takes a token for one re-send; false when none is left.
-    pub fn take(&mut self, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.refilled = now;
         self.tokens = (self.tokens + dt * TRICKLE_PER_SEC).min(BURST);

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// At most this many upstreams (a bit mask tracks which ones a query has tried).
-pub const MAX_UPSTREAMS: usize = 32;
+pub(crate) const MAX_UPSTREAMS: usize = 32;
 
 struct Upstream {
     addr: SocketAddr,
@@ -35,7 +35,7 @@ struct Upstream {
     last_probe_ok_ms: AtomicU64,
 }
 
-pub struct UpstreamHealth {
+pub(crate) struct UpstreamHealth {
     upstreams: Box<[Upstream]>,
     /// Silence for this long, while asked, marks an upstream down.
     window: Duration,
@@ -48,7 +48,7 @@ pub struct UpstreamHealth {
 }
 
 impl UpstreamHealth {
-    pub fn new(addrs: &[SocketAddr], window: Duration) -> UpstreamHealth {
+    pub(crate) fn new(addrs: &[SocketAddr], window: Duration) -> UpstreamHealth {
         UpstreamHealth {
             upstreams: addrs
                 .iter()
@@ -66,28 +66,23 @@ impl UpstreamHealth {
     }
 
     /// How many upstreams there are.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.upstreams.len()
     }
 
-    pub fn addr(&self, u: usize) -> SocketAddr {
+    pub(crate) fn addr(&self, u: usize) -> SocketAddr {
         self.upstreams[u].addr
     }
 
-    /// The silence window.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     #[inline]
-    pub fn is_healthy(&self, u: usize) -> bool {
+    pub(crate) fn is_healthy(&self, u: usize) -> bool {
         self.upstreams[u].healthy.load(Ordering::Relaxed)
     }
 
     /// Where a query goes first: the first upstream that is up, in configured order; when all
     /// are down, the first one all the same (see the module docs).
     #[inline]
-    pub fn first(&self) -> usize {
+    pub(crate) fn first(&self) -> usize {
         (0..self.upstreams.len())
             .find(|u| self.is_healthy(*u))
             .unwrap_or(0)
@@ -97,7 +92,7 @@ impl UpstreamHealth {
     /// (wrapping around), `last` itself when it is the only one up, or simply the next one when
     /// none is up.
     #[inline]
-    pub fn after(&self, last: usize) -> usize {
+    pub(crate) fn after(&self, last: usize) -> usize {
         let n = self.upstreams.len();
         (1..=n)
             .map(|k| (last + k) % n)
@@ -107,13 +102,13 @@ impl UpstreamHealth {
 
     /// The generation of recoveries: it changes whenever an upstream comes back.
     #[inline]
-    pub fn recoveries(&self) -> u32 {
+    pub(crate) fn recoveries(&self) -> u32 {
         self.recoveries.load(Ordering::Relaxed)
     }
 
     /// A valid reply came from `u`. Returns true if that brought it back up.
     #[inline]
-    pub fn answered(&self, u: usize) -> bool {
+    pub(crate) fn answered(&self, u: usize) -> bool {
         let up = &self.upstreams[u];
         if up.healthy.load(Ordering::Relaxed) || up.healthy.swap(true, Ordering::Relaxed) {
             return false;
@@ -131,7 +126,7 @@ impl UpstreamHealth {
     }
 
     /// `waker` is woken whenever an upstream goes down or comes back up.
-    pub fn on_change(&self, waker: Arc<mio::Waker>) {
+    pub(crate) fn on_change(&self, waker: Arc<mio::Waker>) {
         self.wakers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -140,7 +135,7 @@ impl UpstreamHealth {
 
     /// `u` was asked since `since` and has answered nothing since; `sent` copies went to it.
     /// Marks it down once that silence has lasted the window (and more than one copy was sent).
-    pub fn silent(&self, u: usize, since: Instant, sent: u32, now: Instant) {
+    pub(crate) fn silent(&self, u: usize, since: Instant, sent: u32, now: Instant) {
         if sent < 2 || now.saturating_duration_since(since) < self.window {
             return;
         }
@@ -157,7 +152,7 @@ impl UpstreamHealth {
     }
 
     /// A probe was answered by `u`.
-    pub fn probe_ok(&self, u: usize) -> bool {
+    pub(crate) fn probe_ok(&self, u: usize) -> bool {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.upstreams[u]
             .last_probe_ok_ms
@@ -166,7 +161,7 @@ impl UpstreamHealth {
     }
 
     /// Whether some upstream answered a probe within `window`.
-    pub fn any_answered_within(&self, window: Duration) -> bool {
+    pub(crate) fn any_answered_within(&self, window: Duration) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
         let window = window.as_millis() as u64;
         self.upstreams.iter().any(|u| {
@@ -179,7 +174,7 @@ impl UpstreamHealth {
 /// What one forwarder has seen of one upstream since its last reply: enough to tell silence
 /// from loss. Owned by that forwarder (no sharing on the query path).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Silence {
+pub(crate) struct Silence {
     /// When the first copy since the last reply went out.
     since: Option<Instant>,
     sent: u32,
@@ -187,7 +182,7 @@ pub struct Silence {
 
 impl Silence {
     #[inline]
-    pub fn sent(&mut self, now: Instant) {
+    pub(crate) fn sent(&mut self, now: Instant) {
         if self.since.is_none() {
             self.since = Some(now);
         }
@@ -195,13 +190,13 @@ impl Silence {
     }
 
     #[inline]
-    pub fn answered(&mut self) {
+    pub(crate) fn answered(&mut self) {
         self.since = None;
         self.sent = 0;
     }
 
     /// Reports the silence so far to `health` (which marks the upstream down once it is long).
-    pub fn check(&self, health: &UpstreamHealth, u: usize, now: Instant) {
+    pub(crate) fn check(&self, health: &UpstreamHealth, u: usize, now: Instant) {
         if let Some(since) = self.since {
             health.silent(u, since, self.sent, now);
         }

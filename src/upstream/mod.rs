@@ -13,13 +13,13 @@
 //! A query that cannot be completed becomes a [`QueryError`], and [`failure_reply`] turns that
 //! into what the client gets, in one place.
 
-pub mod attempt;
-pub mod health;
+pub(crate) mod attempt;
+pub(crate) mod health;
 mod ids;
-pub mod probe;
-pub mod stale;
-pub mod tcp;
-pub mod udp;
+pub(crate) mod probe;
+pub(crate) mod stale;
+pub(crate) mod tcp;
+pub(crate) mod udp;
 
 use std::time::Instant;
 
@@ -29,7 +29,7 @@ use stale::StaleCache;
 
 /// Why a forwarded query got no upstream reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
+pub(crate) enum QueryError {
     /// Every forwarding slot is in flight (`--max-inflight`): shed load rather than queue
     /// without bound.
     #[error("no forwarding slot free")]
@@ -52,7 +52,7 @@ pub enum QueryError {
 /// after a [`QueryError::Timeout`] when serve-stale has one (RFC 8767), SERVFAIL otherwise (with
 /// the question and EDNS echoed). `out` is left empty when not even SERVFAIL can be built (an
 /// unreadable header: nothing is sent).
-pub fn failure_reply(
+pub(crate) fn failure_reply(
     query: &[u8],
     err: QueryError,
     stale: Option<&StaleCache>,

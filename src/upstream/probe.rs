@@ -34,7 +34,7 @@ use crate::dns::wire::HEADER_LEN;
 use crate::shared::Shared;
 
 /// How often a down upstream is probed.
-pub const DOWN_PROBE: Duration = Duration::from_millis(50);
+pub(crate) const DOWN_PROBE: Duration = Duration::from_millis(50);
 /// Probe IDs remembered per upstream: a reply to any of the last few probes counts.
 const RECENT: usize = 16;
 
@@ -105,7 +105,7 @@ struct Prober {
 }
 
 /// The running prober thread.
-pub struct ProberHandle {
+pub(crate) struct ProberHandle {
     thread: std::thread::JoinHandle<()>,
     waker: Arc<Waker>,
     stopping: Arc<AtomicBool>,
@@ -113,7 +113,7 @@ pub struct ProberHandle {
 
 impl ProberHandle {
     /// Stops the prober; returns its thread, to be joined.
-    pub fn shutdown(self) -> std::thread::JoinHandle<()> {
+    pub(crate) fn shutdown(self) -> std::thread::JoinHandle<()> {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         self.thread
@@ -122,7 +122,7 @@ impl ProberHandle {
 
 /// Starts the prober thread, and the start-up loop check in the background (start-up does not
 /// wait on the upstream; readiness does).
-pub fn spawn(shared: &Arc<Shared>, config: &Config) -> std::io::Result<ProberHandle> {
+pub(crate) fn spawn(shared: &Arc<Shared>, config: &Config) -> std::io::Result<ProberHandle> {
     {
         let (s, ups, timeout) = (
             shared.clone(),
@@ -272,7 +272,7 @@ impl Prober {
 }
 
 /// The random probe name of the loop check, and whether it came back to us.
-pub struct LoopGuard {
+pub(crate) struct LoopGuard {
     /// Wire form of `<random>.<random>.splitdns-loop-check.invalid.`, lower case.
     name: Vec<u8>,
     armed: AtomicBool,
@@ -280,7 +280,7 @@ pub struct LoopGuard {
 }
 
 impl LoopGuard {
-    pub fn new() -> LoopGuard {
+    pub(crate) fn new() -> LoopGuard {
         let mut name = Vec::new();
         for label in [
             format!("{:016x}", rand::random::<u64>()),
@@ -302,7 +302,7 @@ impl LoopGuard {
     /// Called by the UDP workers for every query about to be forwarded: a relaxed load while
     /// not armed (always, after the first seconds).
     #[inline]
-    pub fn is_our_probe(&self, msg: &[u8], question_end: usize) -> bool {
+    pub(crate) fn is_our_probe(&self, msg: &[u8], question_end: usize) -> bool {
         if !self.armed.load(Ordering::Relaxed) {
             return false;
         }
@@ -314,12 +314,12 @@ impl LoopGuard {
         false
     }
 
-    pub fn detected(&self) -> bool {
+    pub(crate) fn detected(&self) -> bool {
         self.detected.load(Ordering::Relaxed)
     }
 
     /// Sends the probe name to every upstream and listens for it for `timeout`.
-    pub async fn check(&self, upstreams: &[SocketAddr], timeout: Duration) {
+    pub(crate) async fn check(&self, upstreams: &[SocketAddr], timeout: Duration) {
         self.armed.store(true, Ordering::Relaxed);
         let mut q = vec![0u8; HEADER_LEN];
         q[..2].copy_from_slice(&rand::random::<u16>().to_be_bytes());

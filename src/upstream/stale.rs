@@ -18,7 +18,7 @@ use hashbrown::HashMap;
 use crate::dns::wire::{self, CLASSIC_UDP_SIZE, HEADER_LEN, MAX_NAME_WIRE, flag, rcode, rtype};
 
 /// RFC 8767 §4: the TTL of a stale answer.
-pub const STALE_TTL: u32 = 30;
+pub(crate) const STALE_TTL: u32 = 30;
 /// A reply for a question stored less than this long ago is not stored again (saves copying
 /// every reply of a busy name).
 const REFRESH: Duration = Duration::from_secs(1);
@@ -43,7 +43,7 @@ struct Inner {
     seq: u64,
 }
 
-pub struct StaleCache {
+pub(crate) struct StaleCache {
     max_bytes: usize,
     max_stale: Duration,
     inner: Mutex<Inner>,
@@ -82,7 +82,7 @@ fn min_ttl(reply: &[u8], question_end: usize) -> Option<u32> {
 }
 
 impl StaleCache {
-    pub fn new(max_bytes: usize, max_stale: Duration) -> StaleCache {
+    pub(crate) fn new(max_bytes: usize, max_stale: Duration) -> StaleCache {
         StaleCache {
             max_bytes,
             max_stale,
@@ -95,7 +95,7 @@ impl StaleCache {
     }
 
     /// Keeps `reply` (a validated upstream reply to `query`) as the last good answer.
-    pub fn store(&self, query: &[u8], question_end: usize, reply: &[u8], now: Instant) {
+    pub(crate) fn store(&self, query: &[u8], question_end: usize, reply: &[u8], now: Instant) {
         let Some(h) = wire::Header::read(reply) else {
             return;
         };
@@ -155,7 +155,13 @@ impl StaleCache {
     /// Writes into `out` the stale answer to `query`, if one is kept and not past the stale
     /// window, sized for a client that accepts `limit` octets: the kept reply with the client's
     /// ID and question spelling, every TTL set to [`STALE_TTL`].
-    pub fn answer(&self, query: &[u8], limit: usize, out: &mut Vec<u8>, now: Instant) -> bool {
+    pub(crate) fn answer(
+        &self,
+        query: &[u8],
+        limit: usize,
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> bool {
         let mut k = [0u8; MAX_KEY];
         let Some(klen) = key(query, &mut k) else {
             return false;
@@ -199,7 +205,7 @@ impl StaleCache {
 }
 
 /// The largest reply a UDP client accepts: its EDNS size, or 512 without EDNS (RFC 6891 §6.2.3).
-pub fn udp_limit(query: &[u8]) -> usize {
+pub(crate) fn udp_limit(query: &[u8]) -> usize {
     let Some(header) = wire::Header::read(query) else {
         return CLASSIC_UDP_SIZE;
     };

@@ -31,14 +31,14 @@ const MAX_OPEN: usize = 3;
 /// Attempts per query in total (failed-fast ones included).
 const MAX_ATTEMPTS: usize = 16;
 
-pub struct TcpForwarder {
+pub(crate) struct TcpForwarder {
     health: Arc<UpstreamHealth>,
     budget: Duration,
     stale: Option<Arc<StaleCache>>,
 }
 
 impl TcpForwarder {
-    pub fn new(
+    pub(crate) fn new(
         health: Arc<UpstreamHealth>,
         budget: Duration,
         stale: Option<Arc<StaleCache>>,
@@ -52,7 +52,7 @@ impl TcpForwarder {
 
     /// Relays `query` until an upstream answers; the reply, with the client's ID restored, is
     /// left in `reply`.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         query: &[u8],
         question_end: usize,

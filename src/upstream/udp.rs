@@ -184,7 +184,7 @@ enum Action {
 
 /// One worker's relay: its query thread calls [`UdpRelay::forward`], its relay thread runs
 /// [`RelayLoop::run`].
-pub struct UdpRelay {
+pub(crate) struct UdpRelay {
     sockets: Vec<UdpSocket>,
     health: Arc<UpstreamHealth>,
     table: Mutex<Table>,
@@ -196,7 +196,7 @@ pub struct UdpRelay {
 }
 
 /// The relay thread's half: its epoll instance.
-pub struct RelayLoop {
+pub(crate) struct RelayLoop {
     relay: Arc<UdpRelay>,
     poll: Poll,
 }
@@ -224,7 +224,7 @@ pub(crate) fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl UdpRelay {
-    pub fn new(
+    pub(crate) fn new(
         health: Arc<UpstreamHealth>,
         budget: Duration,
         max_inflight: usize,
@@ -259,7 +259,7 @@ impl UdpRelay {
     }
 
     /// Forwarded queries waiting for a reply (for the in-flight gauge).
-    pub fn inflight(&self) -> usize {
+    pub(crate) fn inflight(&self) -> usize {
         self.lock().live
     }
 
@@ -270,14 +270,14 @@ impl UdpRelay {
     }
 
     /// Stops the relay thread once the queries in flight are done, or at `deadline`.
-    pub fn stop(&self, deadline: Instant) {
+    pub(crate) fn stop(&self, deadline: Instant) {
         self.lock().stop_by = Some(deadline);
         let _ = self.waker.wake();
     }
 
     /// Sends `query` upstream (its ID is rewritten in place). `Err` means it was not taken: the
     /// caller answers with [`failure_reply`].
-    pub fn forward(
+    pub(crate) fn forward(
         &self,
         query: &mut [u8],
         client: SocketAddr,
@@ -565,7 +565,7 @@ impl UdpRelay {
 impl RelayLoop {
     /// The relay thread: replies, re-sends and give-ups until the relay is stopped and nothing is
     /// in flight any more (or the stop deadline has passed).
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let relay = &*self.relay;
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; u16::MAX as usize];
