@@ -13,10 +13,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::{Daemon, upstream};
 use serde::Deserialize;
@@ -45,17 +43,9 @@ fn read(name: &str) -> String {
 }
 
 fn get_metrics(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "GET /metrics: {resp}");
-    resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+    let (status, body) = common::http_get(addr, "/metrics");
+    assert_eq!(status, 200, "GET /metrics: {body}");
+    body
 }
 
 /// What /metrics serves: series name -> label -> values seen; histogram family names.

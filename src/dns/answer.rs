@@ -166,55 +166,49 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
         }
         // Misplaced (not last, or two) or unreadable: FORMERR (RFC 8945 §5.2).
         Some(Err(_)) => {
-            let len = w.reply(
+            return w.rcode(
                 msg,
                 &header,
-                Some(&question),
+                &question,
                 edns,
                 u16::from(rcode::FORMERR),
+                Outcome::FormErr,
             );
-            return Decision::Reply {
-                len,
-                outcome: Outcome::FormErr,
-            };
         }
     }
     if let Some(e) = edns
         && e.version > 0
     {
         // RFC 6891 §6.1.3: unknown version -> BADVERS, with an OPT carrying our version (0).
-        let len = w.reply(msg, &header, Some(&question), edns, rcode::BADVERS);
-        return Decision::Reply {
-            len,
-            outcome: Outcome::BadVers,
-        };
-    }
-    if question.qclass != class::IN && question.qclass != class::ANY {
-        let len = w.reply(
+        return w.rcode(
             msg,
             &header,
-            Some(&question),
+            &question,
+            edns,
+            rcode::BADVERS,
+            Outcome::BadVers,
+        );
+    }
+    if question.qclass != class::IN && question.qclass != class::ANY {
+        return w.rcode(
+            msg,
+            &header,
+            &question,
             edns,
             u16::from(rcode::REFUSED),
+            Outcome::Refused,
         );
-        return Decision::Reply {
-            len,
-            outcome: Outcome::Refused,
-        };
     }
     // AXFR and IXFR: there is no zone to transfer.
     if matches!(question.qtype, rtype::AXFR | rtype::IXFR) {
-        let len = w.reply(
+        return w.rcode(
             msg,
             &header,
-            Some(&question),
+            &question,
             edns,
             u16::from(rcode::REFUSED),
+            Outcome::Refused,
         );
-        return Decision::Reply {
-            len,
-            outcome: Outcome::Refused,
-        };
     }
     let serial = snapshot.content_hash as u32;
     let (len, outcome) = match found {
@@ -412,6 +406,21 @@ impl<'a> Writer<'a> {
 
     /// The header of a reply: ID, QR, the query's opcode (RFC 1035 §4.1.1: copied; not QUERY
     /// only in NOTIMP replies), RD and CD copied, RA (we recurse, through the upstream).
+    /// A reply carrying only `rc` (and the question, and an OPT when the query had one), as
+    /// the decision for `outcome`.
+    fn rcode(
+        &mut self,
+        msg: &[u8],
+        header: &Header,
+        question: &Question,
+        edns: Option<Edns>,
+        rc: u16,
+        outcome: Outcome,
+    ) -> Decision {
+        let len = self.reply(msg, header, Some(question), edns, rc);
+        Decision::Reply { len, outcome }
+    }
+
     fn header(&mut self, header: &Header, flags_extra: u16, rc: u16) {
         let flags = flag::QR
             | flag::RA
