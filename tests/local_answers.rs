@@ -5,7 +5,7 @@ mod common;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use common::{Daemon, query, tcp, udp, upstream, with_edns};
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
 const MAPPING: &str = "\
@@ -17,15 +17,7 @@ hosts:
   v6only.example.com: \"fd00::99\"
 ";
 
-fn v6s(m: &Message) -> Vec<Ipv6Addr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::AAAA(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
-}
+use common::ipv6s as v6s;
 
 #[test]
 fn mapped_a_with_several_addresses_over_udp_and_tcp() {

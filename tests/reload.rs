@@ -24,11 +24,7 @@ fn mapping(ip: &str) -> String {
 }
 
 fn answer(addr: SocketAddr) -> Option<Ipv4Addr> {
-    let r = udp(addr, &query("db-0.db.example.com.", RecordType::A));
-    r.answers.iter().find_map(|rec| match &rec.data {
-        RData::A(a) => Some(a.0),
-        _ => None,
-    })
+    common::first_a(&udp(addr, &query("db-0.db.example.com.", RecordType::A)))
 }
 
 /// Queries until the answer is `ip`; returns how long that took, or panics after `limit`.

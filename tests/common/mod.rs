@@ -212,6 +212,17 @@ pub fn ipv4s(m: &Message) -> Vec<std::net::Ipv4Addr> {
         .collect()
 }
 
+/// The IPv6 addresses in a reply's answer section, in order.
+pub fn ipv6s(m: &Message) -> Vec<std::net::Ipv6Addr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::AAAA(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
 /// An upstream that never answers: a UDP socket that swallows queries and a TCP listener on
 /// the same port whose connections are accepted by the kernel and then never read.
 pub struct BlackHole {
