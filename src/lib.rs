@@ -137,19 +137,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .transpose()
         .map_err(Error::Thread)?;
     let prober = upstream::probe::spawn(&shared, &config).map_err(Error::Thread)?;
-    let reloader = match &config.mapping {
-        MappingSource::File(path) => Some(
-            Reloader::spawn(
-                path.clone(),
-                config.ttl,
-                config.poll_interval,
-                shared.mapping.clone(),
-                shared.reload.clone(),
-            )
-            .map_err(Error::Thread)?,
-        ),
-        MappingSource::Embedded => None,
-    };
+    let reloader = spawn_reloader(&shared, &config)?;
     log_started(&config);
     Ok(Running {
         udp_addrs: udp.iter().map(|h| h.addr).collect(),
@@ -189,6 +177,22 @@ fn load_logged(config: &Config) -> Result<Snapshot, MappingError> {
         }
     }
     Ok(snapshot)
+}
+
+/// The reload thread, for a mapping that comes from a file (the built-in one never changes).
+fn spawn_reloader(shared: &Shared, config: &Config) -> Result<Option<Reloader>, Error> {
+    let MappingSource::File(path) = &config.mapping else {
+        return Ok(None);
+    };
+    Reloader::spawn(
+        path.clone(),
+        config.ttl,
+        config.poll_interval,
+        shared.mapping.clone(),
+        shared.reload.clone(),
+    )
+    .map(Some)
+    .map_err(Error::Thread)
 }
 
 fn log_started(config: &Config) {
