@@ -189,18 +189,10 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
             Outcome::BadVers,
         );
     }
-    if question.qclass != class::IN && question.qclass != class::ANY {
-        return w.rcode(
-            msg,
-            &header,
-            &question,
-            edns,
-            u16::from(rcode::REFUSED),
-            Outcome::Refused,
-        );
-    }
-    // AXFR and IXFR: there is no zone to transfer.
-    if matches!(question.qtype, rtype::AXFR | rtype::IXFR) {
+    // Another class, or AXFR and IXFR: there is no zone of that class, nor one to transfer.
+    if (question.qclass != class::IN && question.qclass != class::ANY)
+        || matches!(question.qtype, rtype::AXFR | rtype::IXFR)
+    {
         return w.rcode(
             msg,
             &header,
