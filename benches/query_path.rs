@@ -42,13 +42,13 @@ fn decide(c: &mut Criterion) {
     let fwd = raw_query("u1234-5678.dyn.example.net", wire::rtype::A);
     let mut g = c.benchmark_group("decide");
     g.bench_function("local_a", |b| {
-        b.iter(|| answer::decide(black_box(&a), &snap, Transport::Udp, &mut out))
+        b.iter(|| answer::decide_bytes(black_box(&a), &snap, Transport::Udp, &mut out))
     });
     g.bench_function("local_nodata_soa", |b| {
-        b.iter(|| answer::decide(black_box(&aaaa), &snap, Transport::Udp, &mut out))
+        b.iter(|| answer::decide_bytes(black_box(&aaaa), &snap, Transport::Udp, &mut out))
     });
     g.bench_function("forward_decision", |b| {
-        b.iter(|| answer::decide(black_box(&fwd), &snap, Transport::Udp, &mut out))
+        b.iter(|| answer::decide_bytes(black_box(&fwd), &snap, Transport::Udp, &mut out))
     });
     g.finish();
 }
@@ -93,7 +93,7 @@ fn rules(c: &mut Criterion) {
         ("forward", &fwd),
     ] {
         g.bench_function(name, |b| {
-            b.iter(|| answer::decide(black_box(q), &snap, Transport::Udp, &mut out))
+            b.iter(|| answer::decide_bytes(black_box(q), &snap, Transport::Udp, &mut out))
         });
     }
     g.finish();

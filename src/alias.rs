@@ -27,7 +27,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::warn;
 
 use crate::dns::answer::{self, Outcome, Transport};
-use crate::dns::wire::{self, MAX_NAME_WIRE, rtype};
+use crate::dns::query::Asked;
+use crate::dns::wire::rtype;
 use crate::mapping::{Found, SharedMapping, Snapshot, name};
 use crate::stats::WorkerStats;
 use crate::upstream::{QueryError, failure_reply};
@@ -41,9 +42,10 @@ const ALIAS_RETRIES: u32 = 4;
 /// UDP alias queries queued for the resolver; beyond it they get SERVFAIL.
 pub(crate) const QUEUE: usize = 1024;
 
-/// A UDP query handed over by a worker.
+/// A UDP query handed over by a worker: a copy of its bytes and what was read of them.
 pub(crate) struct AliasJob {
     pub query: Vec<u8>,
+    pub asked: Asked,
     pub peer: SocketAddr,
     pub socket: Arc<UdpSocket>,
     pub stats: Arc<WorkerStats>,
@@ -118,33 +120,28 @@ impl AliasResolver {
             .as_ref()
     }
 
-    /// The complete reply to an alias query and its outcome, or why there is none (the caller
-    /// answers with [`crate::upstream::failure_reply`]). An unreadable question gives no reply.
+    /// The complete reply to the alias query `query` (read into `asked`) and its outcome, or
+    /// why there is none (the caller answers with [`crate::upstream::failure_reply`]).
     pub(crate) async fn answer(
         &self,
         query: &[u8],
+        asked: &Asked,
         transport: Transport,
     ) -> Result<(Vec<u8>, Outcome), QueryError> {
         let _slot = self.slots.acquire().await;
         let snapshot = self.mapping.load_full();
         let mut out = Vec::new();
-        let mut lower = [0u8; MAX_NAME_WIRE];
-        let Ok(question) = wire::read_question(query, &mut lower) else {
-            return Ok((out, Outcome::Dropped));
-        };
-        let qtype = question.qtype;
-        let (resolved, ttl_cap) = self
-            .resolve(&snapshot, lower[..question.name_len].to_vec(), qtype)
-            .await;
+        let lower = asked.name(query).to_ascii_lowercase();
+        let (resolved, ttl_cap) = self.resolve(&snapshot, lower, asked.question.qtype).await;
         let serial = snapshot.content_hash as u32;
         let records = match resolved {
             Resolved::Records(records) => records,
             Resolved::NoData => Vec::new(),
             Resolved::Fail(e) => return Err(e),
         };
-        answer::records_reply(query, transport, &records, ttl_cap, serial, &mut out)
-            .map(|outcome| (out, outcome))
-            .ok_or(QueryError::AliasFailed)
+        let outcome =
+            answer::records_reply(query, asked, transport, &records, ttl_cap, serial, &mut out);
+        Ok((out, outcome))
     }
 
     /// Follows the mapping from `wire` (lower-cased wire name) to records; returns them with the
@@ -272,11 +269,15 @@ pub(crate) async fn run_udp(resolver: Arc<AliasResolver>, mut jobs: mpsc::Receiv
     while let Some(job) = jobs.recv().await {
         let resolver = resolver.clone();
         tokio::spawn(async move {
-            let (reply, outcome) = match resolver.answer(&job.query, Transport::Udp).await {
+            let (reply, outcome) = match resolver
+                .answer(&job.query, &job.asked, Transport::Udp)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     let mut out = Vec::new();
-                    let outcome = failure_reply(&job.query, e, None, Transport::Udp, &mut out);
+                    let outcome =
+                        failure_reply(&job.query, &job.asked, e, None, Transport::Udp, &mut out);
                     (out, outcome)
                 }
             };

@@ -5,9 +5,12 @@
 //!
 //! ```text
 //! server::udp::serve / server::tcp        receive
-//!   -> dns::answer::decide                parse header + question, look the name up
-//!        mapped     -> local answer       written into a reused buffer, sent back
-//!        not mapped -> upstream::udp/tcp  bytes to the upstream, reply bytes back
+//!   -> server::dispatch::handle           one path for both transports:
+//!        dns::query::Query::read          header + question read once, on the stack
+//!        dns::answer::decide              look the name up
+//!          mapped     -> local answer     written into a reused buffer, sent back
+//!          not mapped -> upstream::udp/tcp  bytes to the upstream, reply bytes back
+//!                        (no reply in time: upstream::failure_reply)
 //! ```
 //!
 //! [`start`] wires the pieces and returns a handle that tests drive; [`run`] is the daemon.

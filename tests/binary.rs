@@ -338,6 +338,66 @@ fn query_log_prints_one_line_per_query_when_enabled() {
     );
 }
 
+/// One dispatch for both transports: a local answer, an alias-rule answer and a forwarded query
+/// each give exactly one query-log line, the same over UDP and TCP but for `proto`.
+#[test]
+fn query_log_lines_are_the_same_over_udp_and_tcp() {
+    let up = upstream::start();
+    let mapping = temp_file(
+        "m.yaml",
+        "hosts:\n  db-0.db.example.com: 10.42.0.12\nrules:\n  - host: alias.example.com\n    result: www.example.org\n",
+    );
+    let mut p = start(&serve_args(mapping, up.addr, &["--query-log"]));
+    let tcp_addr = p
+        .startup
+        .iter()
+        .find_map(|l| l.split("listening on tcp ").nth(1))
+        .map(|a| a.trim().parse::<std::net::SocketAddr>().unwrap())
+        .expect("a tcp listener");
+    let names = [
+        ("Db-0.db.example.com.", "local_answer"),
+        ("Alias.example.com.", "alias"),
+        ("www.Example.org.", "forwarding"),
+    ];
+    for (name, _) in names {
+        let q = query(name, RecordType::A);
+        let (u, t) = (udp(p.addr, &q), common::tcp(tcp_addr, &q));
+        assert_eq!(u.answers.len(), 1, "{name} over UDP");
+        assert_eq!(u.answers, t.answers, "{name}: the same answer over TCP");
+    }
+    let rest = p.rest.take().expect("the log after start-up");
+    let lines: Vec<String> = std::iter::from_fn(|| rest.recv_timeout(Duration::from_secs(2)).ok())
+        .filter(|l| l.contains(" query"))
+        .collect();
+    for (name, outcome) in names {
+        let of = |proto: &str| -> Vec<String> {
+            lines
+                .iter()
+                .filter(|l| l.contains(name) && l.contains(&format!("proto=\"{proto}\"")))
+                .map(|l| {
+                    // Drop the timestamp and the client's port: the rest must be equal.
+                    let from = l.find(" INFO").unwrap_or(0);
+                    let l = l[from..].replace(proto, "PROTO");
+                    match (l.find("client="), l.find(" proto")) {
+                        (Some(a), Some(b)) if a < b => format!("{}{}", &l[..a], &l[b..]),
+                        _ => l,
+                    }
+                })
+                .collect()
+        };
+        let (u, t) = (of("udp"), of("tcp"));
+        assert_eq!(u.len(), 1, "one UDP line for {name}: {lines:#?}");
+        assert_eq!(t.len(), 1, "one TCP line for {name}: {lines:#?}");
+        assert_eq!(u, t, "{name}");
+        assert!(
+            u[0].contains(&format!("outcome=\"{outcome}\""))
+                || u[0].contains(&format!("outcome={outcome}")),
+            "{}",
+            u[0]
+        );
+    }
+}
+
 /// SIGTERM with a UDP and a TCP forward in flight at once (the upstream never answers): both
 /// drains share one deadline, so the process is gone within `--shutdown-grace`, not twice it.
 #[test]

@@ -143,3 +143,67 @@ fn a_64k_tcp_message_is_read_whole_and_answered() {
     let r = recv(&mut s).expect("answered");
     assert_eq!(r.answers.len(), 1);
 }
+
+/// One dispatch for both transports: the same queries over UDP and over TCP are counted under
+/// the same outcomes (local answer, NODATA, NOTIMP, FORMERR, REFUSED, alias, forwarded, and
+/// SERVFAIL from an upstream that never answers).
+#[test]
+fn udp_and_tcp_count_the_same_outcomes_for_the_same_queries() {
+    let up = faulty::start(|q| {
+        if q.name == "silent.example.org" {
+            Act::Drop
+        } else {
+            Act::Answer(7)
+        }
+    });
+    let d = Daemon::start_with(
+        "hosts:\n  db-0.db.example.com: 10.42.0.12\nrules:\n  - host: alias.example.com\n    result: www.example.org\n",
+        vec![up.addr],
+        |c| c.upstream_timeout = Duration::from_millis(600),
+    );
+    let mut notimp = query("db-0.db.example.com.", RecordType::A);
+    notimp.metadata.op_code = hickory_proto::op::OpCode::Notify;
+    let raw: Vec<Vec<u8>> = vec![
+        query("db-0.db.example.com.", RecordType::A)
+            .to_vec()
+            .unwrap(),
+        query("DB-0.db.example.com.", RecordType::AAAA)
+            .to_vec()
+            .unwrap(),
+        notimp.to_vec().unwrap(),
+        // QDCOUNT 0: FORMERR.
+        vec![0x12, 0x34, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        query("db-0.db.example.com.", RecordType::AXFR)
+            .to_vec()
+            .unwrap(),
+        query("alias.example.com.", RecordType::A).to_vec().unwrap(),
+        query("www.example.org.", RecordType::A).to_vec().unwrap(),
+        query("silent.example.org.", RecordType::A)
+            .to_vec()
+            .unwrap(),
+    ];
+    for q in &raw {
+        let u = common::udp_raw(d.udp, q, Duration::from_secs(5)).expect("a UDP reply");
+        let t = common::tcp_raw(d.tcp, q);
+        assert_eq!(u[..2], q[..2], "the query's ID over UDP");
+        assert_eq!(
+            u[2..4],
+            t[2..4],
+            "the same flags and rcode over UDP and TCP for {q:02x?}"
+        );
+    }
+    let totals = d.stats();
+    assert_eq!(totals.udp, totals.tcp, "{totals:?}");
+    use splitdns::dns::answer::Outcome::*;
+    for (outcome, n) in [
+        (Answer, 2),
+        (NoData, 1),
+        (NotImp, 1),
+        (FormErr, 1),
+        (Refused, 1),
+        (Forwarded, 1),
+        (ServFail, 1),
+    ] {
+        assert_eq!(totals.udp[outcome as usize], n, "{outcome:?}: {totals:?}");
+    }
+}

@@ -15,6 +15,7 @@ use hickory_proto::rr::rdata::tsig::TsigError;
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use splitdns::dns::answer::{self, Decision, OUR_UDP_PAYLOAD, Outcome, Transport};
+use splitdns::dns::query::Asked;
 use splitdns::dns::wire::{self, CLASSIC_UDP_SIZE, HEADER_LEN, Header, MAX_NAME_WIRE, rtype};
 use splitdns::mapping::{Found, Snapshot, file, name};
 
@@ -180,7 +181,7 @@ fn check_reply(what: &str, query: &[u8], reply: &[u8], parsed: &Parsed) -> Messa
 fn check_decision(query: &[u8], transport: Transport, out: &mut [u8], parsed: &Parsed) {
     let snapshot = &*SNAPSHOT;
     out.fill(0xA5);
-    let decision = answer::decide(query, snapshot, transport, out);
+    let decision = answer::decide_bytes(query, snapshot, transport, out);
     let what = format!("decide({transport:?}) -> {decision:?}");
     let ctx = || format!("{what}\n query {}", hex(query));
     let found = parsed
@@ -323,15 +324,16 @@ fn check_alias(
         .collect();
     for records in [&few[..], &lots[..], &[]] {
         let mut out = Vec::new();
-        let outcome = answer::records_reply(query, transport, records, 5, 42, &mut out);
+        let ctx0 = || format!("no reply to a readable alias query\n query {}", hex(query));
+        let Some(asked) = Asked::read(query) else {
+            panic!("{}", ctx0());
+        };
+        let outcome = answer::records_reply(query, &asked, transport, records, 5, 42, &mut out);
         let what = format!(
             "records_reply({transport:?}, {} records) -> {outcome:?}",
             records.len()
         );
         let ctx = || format!("{what}\n query {}\n reply {}", hex(query), hex(&out));
-        let Some(outcome) = outcome else {
-            panic!("no reply to a readable alias query: {}", ctx());
-        };
         match transport {
             Transport::Udp => assert!(out.len() <= udp_limit(parsed), "{}", ctx()),
             Transport::Tcp => assert!(out.len() <= usize::from(u16::MAX), "{}", ctx()),
@@ -499,10 +501,18 @@ pub fn query_path(data: &[u8]) {
     TCP_OUT.with_borrow_mut(|out| {
         check_decision(data, Transport::Tcp, out, &parsed);
         out.fill(0xA5);
-        let r = answer::error_reply(data, 2, out);
+        // Only a query that was forwarded (so its question reads) can fail upstream.
+        let asked = Asked::read(data);
+        let r = asked.and_then(|asked| answer::error_reply(data, &asked, 2, out));
         let ctx = || format!("error_reply -> {r:?}\n query {}", hex(data));
         match r {
-            None => assert!(data.len() < HEADER_LEN, "no SERVFAIL: {}", ctx()),
+            None => assert!(
+                data.len() < HEADER_LEN
+                    || parsed.question.is_none()
+                    || Header::read(data).is_some_and(|h| h.flags & 0x8000 != 0 || h.qdcount != 1),
+                "no SERVFAIL: {}",
+                ctx()
+            ),
             Some(len) => {
                 assert!(len <= out.len(), "{}", ctx());
                 // Header, question (at most 4 + 255) and OPT: fits any transport.

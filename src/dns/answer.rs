@@ -1,9 +1,12 @@
 //! Deciding what to do with a query, and writing local answers.
 //!
-//! [`decide`] is the whole per-query decision: drop, answer locally (into the caller's reused
-//! buffer, no allocation), or forward the bytes unchanged. Every DNS error becomes an rcode here
-//! and nowhere else.
+//! [`decide`] is the whole per-query decision over a [`Query`] read once: drop, answer locally
+//! (into the caller's reused buffer, no allocation), or forward the bytes unchanged. Every error
+//! of the query itself becomes an rcode here; a query that fails later (no upstream answered,
+//! no slot free) gets its reply from [`crate::upstream`]'s one failure path, written by
+//! [`error_reply`].
 
+use crate::dns::query::{Asked, Query};
 use crate::dns::wire::{
     self, CLASSIC_UDP_SIZE, Edns, HEADER_LEN, Header, MAX_NAME_WIRE, Question, Tsig, class, flag,
     rcode, rtype,
@@ -97,29 +100,29 @@ pub enum Decision {
     Drop,
 }
 
-/// Decides what to do with `msg`, writing any local reply into `out` (which must hold at least
-/// 65535 octets for TCP; for UDP at least [`OUR_UDP_PAYLOAD`]).
-pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [u8]) -> Decision {
-    let Some(header) = Header::read(msg) else {
-        return Decision::Drop;
-    };
+/// Decides what to do with `query`, writing any local reply into `out` (which must hold at least
+/// 65535 octets for TCP; for UDP at least [`OUR_UDP_PAYLOAD`]). Reads nothing of the message
+/// that [`Query::read`] has not read already.
+pub fn decide(
+    query: &Query<'_>,
+    snapshot: &Snapshot,
+    transport: Transport,
+    out: &mut [u8],
+) -> Decision {
+    let header = query.header();
     if header.is_response() {
         return Decision::Drop;
     }
     // RFC 1035 §4.1.1: only standard queries; NOTIFY, UPDATE, ... are not implemented here.
     if header.opcode() != 0 {
-        return error(msg, &header, rcode::NOTIMP, Outcome::NotImp, out);
+        return error(query, rcode::NOTIMP, Outcome::NotImp, out);
     }
     // RFC 1035 §4.1.2 allows several questions in theory; in practice exactly one (RFC 9619).
-    if header.qdcount != 1 {
-        return error(msg, &header, rcode::FORMERR, Outcome::FormErr, out);
-    }
-    let mut lower = [0u8; MAX_NAME_WIRE];
-    let question = match wire::read_question(msg, &mut lower) {
-        Ok(q) => q,
-        Err(_) => return error(msg, &header, rcode::FORMERR, Outcome::FormErr, out),
+    // [`Query::read`] reads the question only when there is exactly one.
+    let Some(question) = query.question() else {
+        return error(query, rcode::FORMERR, Outcome::FormErr, out);
     };
-    let found = snapshot.find(&lower[..question.name_len]);
+    let found = snapshot.find(query.name_lower());
     if let Found::None = found {
         return Decision::Forward {
             question_end: question.end(),
@@ -127,18 +130,13 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
     }
     // From here on the name is ours and never leaves this process (forwarding it would return
     // the public address: the hairpin this daemon exists to prevent).
-    let extras = match wire::read_extras(msg, &header, question.end()) {
+    let msg = query.bytes();
+    let extras = match query.extras() {
         Ok(x) => x,
         // RFC 6891 §6.1.1: malformed or duplicate OPT -> FORMERR, without an OPT of our own.
         Err(_) => {
             let mut w = Writer::new(out, out.len().min(u16::MAX as usize));
-            let len = w.reply(
-                msg,
-                &header,
-                Some(&question),
-                None,
-                u16::from(rcode::FORMERR),
-            );
+            let len = w.reply(msg, header, Some(question), None, u16::from(rcode::FORMERR));
             return Decision::Reply {
                 len,
                 outcome: Outcome::FormErr,
@@ -146,14 +144,7 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
         }
     };
     let edns = extras.edns;
-    let limit = match transport {
-        Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => match edns {
-            Some(e) => e.udp_size.min(OUR_UDP_PAYLOAD) as usize,
-            None => CLASSIC_UDP_SIZE,
-        },
-    }
-    .min(out.len());
+    let limit = reply_limit(transport, edns).min(out.len());
     let mut w = Writer::new(out, limit);
     // RFC 8945 §5.2: the signature is checked before anything else in the message is acted on.
     // Only names we answer get here: a forwarded query keeps its TSIG and goes upstream
@@ -161,15 +152,15 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
     match extras.tsig {
         None => {}
         Some(Ok(tsig)) => {
-            let (len, outcome) = w.notauth(msg, &header, &question, edns, &tsig);
+            let (len, outcome) = w.notauth(msg, header, question, edns, &tsig);
             return Decision::Reply { len, outcome };
         }
         // Misplaced (not last, or two) or unreadable: FORMERR (RFC 8945 §5.2).
         Some(Err(_)) => {
             return w.rcode(
                 msg,
-                &header,
-                &question,
+                header,
+                question,
                 edns,
                 u16::from(rcode::FORMERR),
                 Outcome::FormErr,
@@ -182,8 +173,8 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
         // RFC 6891 §6.1.3: unknown version -> BADVERS, with an OPT carrying our version (0).
         return w.rcode(
             msg,
-            &header,
-            &question,
+            header,
+            question,
             edns,
             rcode::BADVERS,
             Outcome::BadVers,
@@ -195,8 +186,8 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
     {
         return w.rcode(
             msg,
-            &header,
-            &question,
+            header,
+            question,
             edns,
             u16::from(rcode::REFUSED),
             Outcome::Refused,
@@ -206,7 +197,7 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
     let (len, outcome) = match found {
         Found::Entry(entry) => {
             let records = entry_records(entry, question.qtype);
-            w.answer(msg, &header, &question, edns, records, (entry.ttl, serial))
+            w.answer(msg, header, question, edns, records, (entry.ttl, serial))
         }
         Found::Ptr(ip) => {
             let wanted = matches!(question.qtype, rtype::PTR | rtype::ANY);
@@ -215,7 +206,7 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
                 .filter(|_| wanted)
                 .map(|(owner, ttl)| (rtype::PTR, ttl, Rdata::Bytes(owner)));
             let ttl = snapshot.owners(ip).map(|(_, t)| t).min().unwrap_or(0);
-            w.answer(msg, &header, &question, edns, records, (ttl, serial))
+            w.answer(msg, header, question, edns, records, (ttl, serial))
         }
         Found::Alias(rule) => return Decision::Alias { rule },
         Found::None => {
@@ -225,6 +216,32 @@ pub fn decide(msg: &[u8], snapshot: &Snapshot, transport: Transport, out: &mut [
         }
     };
     Decision::Reply { len, outcome }
+}
+
+/// [`Query::read`] then [`decide`]: the decision on a raw message, as a worker makes it per
+/// datagram (for benches, the fuzzer and tests; the servers keep the [`Query`] for what follows).
+pub fn decide_bytes(
+    msg: &[u8],
+    snapshot: &Snapshot,
+    transport: Transport,
+    out: &mut [u8],
+) -> Decision {
+    let mut lower = [0u8; MAX_NAME_WIRE];
+    match Query::read(msg, &mut lower) {
+        Some(query) => decide(&query, snapshot, transport, out),
+        None => Decision::Drop,
+    }
+}
+
+/// The largest reply `transport` carries to a client with `edns`: over UDP its advertised size
+/// capped at ours, or 512 without EDNS (RFC 6891 §6.2.3-6.2.5); over TCP a whole message.
+pub(crate) fn reply_limit(transport: Transport, edns: Option<Edns>) -> usize {
+    match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => edns.map_or(CLASSIC_UDP_SIZE, |e| {
+            e.udp_size.min(OUR_UDP_PAYLOAD) as usize
+        }),
+    }
 }
 
 /// The A / AAAA records of an entry for `qtype` (RFC 8482 §4.1: ANY gets every address).
@@ -263,47 +280,54 @@ impl Rdata<'_> {
     }
 }
 
-/// The complete answer to `msg` made of the given records (owner: the asked name), or NODATA
-/// with the synthesized SOA when there are none: used for alias answers, which are built after
-/// an upstream lookup. `None` if the query cannot be read (it was read before, so only if the
-/// caller passes something else).
+/// The complete answer to the query `msg` (read earlier into `asked`) made of the given records
+/// (owner: the asked name), or NODATA with the synthesized SOA when there are none: used for
+/// alias answers, which are built after an upstream lookup.
 pub fn records_reply(
     msg: &[u8],
+    asked: &Asked,
     transport: Transport,
     records: &[(u16, u32, Vec<u8>)],
     soa_ttl: u32,
     serial: u32,
     out: &mut Vec<u8>,
-) -> Option<Outcome> {
-    let header = Header::read(msg)?;
-    let mut lower = [0u8; MAX_NAME_WIRE];
-    let question = wire::read_question(msg, &mut lower).ok()?;
-    let edns = wire::read_edns(msg, &header, question.end()).ok()?;
-    let limit = match transport {
-        Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => edns.map_or(CLASSIC_UDP_SIZE, |e| {
-            e.udp_size.min(OUR_UDP_PAYLOAD) as usize
-        }),
-    };
+) -> Outcome {
+    let edns = asked.edns(msg);
+    let limit = reply_limit(transport, edns);
     out.clear();
     out.resize(limit, 0);
     let mut w = Writer::new(out, limit);
     let iter = records
         .iter()
         .map(|(t, ttl, rd)| (*t, *ttl, Rdata::Bytes(rd)));
-    let (len, outcome) = w.answer(msg, &header, &question, edns, iter, (soa_ttl, serial));
+    let (len, outcome) = w.answer(
+        msg,
+        &asked.header,
+        &asked.question,
+        edns,
+        iter,
+        (soa_ttl, serial),
+    );
     out.truncate(len);
-    Some(outcome)
+    outcome
 }
 
-/// Builds the reply for a query that we could not complete (`SERVFAIL` after the upstreams
-/// failed). Echoes the question and EDNS when the query has them readable.
-pub fn error_reply(msg: &[u8], rc: u8, out: &mut [u8]) -> Option<usize> {
-    let header = Header::read(msg)?;
-    match error(msg, &header, rc, Outcome::ServFail, out) {
-        Decision::Reply { len, .. } => Some(len),
-        _ => None,
+/// Builds the reply with rcode `rc` to a query we could not complete (`SERVFAIL` after the
+/// upstreams failed), from what was read of it: the question and the query's EDNS echoed.
+/// `out` must hold 512 octets (header, question and OPT are at most 12 + 259 + 11).
+pub fn error_reply(msg: &[u8], asked: &Asked, rc: u8, out: &mut [u8]) -> Option<usize> {
+    if out.len() < HEADER_LEN {
+        return None;
     }
+    let limit = out.len().min(u16::MAX as usize);
+    let mut w = Writer::new(out, limit);
+    Some(w.reply(
+        msg,
+        &asked.header,
+        Some(&asked.question),
+        asked.edns(msg),
+        u16::from(rc),
+    ))
 }
 
 /// An error reply to a query that is not (or cannot be) answered: the header, the question when
@@ -312,26 +336,20 @@ pub fn error_reply(msg: &[u8], rc: u8, out: &mut [u8]) -> Option<usize> {
 /// §7: a reply without it reads as "this server has no EDNS" (dig warns "EDNS query returned
 /// status NOTIMP"). The OPT comes after the questions, so with QDCOUNT 0 right after the
 /// header. Never an OPT for a query without one (RFC 6891 §7; busybox's resolver rejects it).
-fn error(msg: &[u8], header: &Header, rc: u8, outcome: Outcome, out: &mut [u8]) -> Decision {
+fn error(query: &Query<'_>, rc: u8, outcome: Outcome, out: &mut [u8]) -> Decision {
     if out.len() < HEADER_LEN {
         return Decision::Drop;
     }
-    let mut lower = [0u8; MAX_NAME_WIRE];
-    let question = match header.qdcount {
-        1 => wire::read_question(msg, &mut lower).ok(),
-        _ => None,
-    };
-    let records = match (question, header.qdcount) {
-        (Some(q), _) => Some(q.end()),
-        // One question that cannot be read: nothing after it can be found.
-        (None, 1) => None,
-        (None, n) => wire::skip_questions(msg, n).ok(),
-    };
-    let edns = records.and_then(|at| wire::read_edns(msg, header, at).ok().flatten());
     // Header, question and OPT: at most 12 + 259 + 11 octets, under 512.
     let limit = out.len().min(u16::MAX as usize);
     let mut w = Writer::new(out, limit);
-    let len = w.reply(msg, header, question.as_ref(), edns, u16::from(rc));
+    let len = w.reply(
+        query.bytes(),
+        query.header(),
+        query.question(),
+        query.edns(),
+        u16::from(rc),
+    );
     Decision::Reply { len, outcome }
 }
 
@@ -647,7 +665,8 @@ mod tests {
                 rtype::A,
                 Some(size),
             );
-            let Decision::Reply { len, .. } = decide(&q, &snap, Transport::Udp, &mut out) else {
+            let Decision::Reply { len, .. } = decide_bytes(&q, &snap, Transport::Udp, &mut out)
+            else {
                 panic!("a reply");
             };
             assert!(len <= size as usize);
@@ -676,7 +695,8 @@ mod tests {
         wire.push(0);
         let q = query(&wire, rtype::AAAA, None);
         let mut out = vec![0u8; 1232];
-        let Decision::Reply { len, outcome } = decide(&q, &snap, Transport::Udp, &mut out) else {
+        let Decision::Reply { len, outcome } = decide_bytes(&q, &snap, Transport::Udp, &mut out)
+        else {
             panic!("a reply");
         };
         assert_eq!(outcome, Outcome::NoData);
@@ -934,7 +954,7 @@ rules:
                 Udp => OUR_UDP_PAYLOAD as usize,
                 Tcp => u16::MAX as usize,
             };
-            let d = decide(&msg, &snap, transport, &mut out[..limit]);
+            let d = decide_bytes(&msg, &snap, transport, &mut out[..limit]);
             let got = got(&msg, d, &out);
             if got != want {
                 failed.push(format!("{what}: got {got:?}, want {want:?}"));

@@ -1,4 +1,6 @@
-//! DNS on the wire: reading messages ([`wire`]) and deciding and writing local answers ([`answer`]).
+//! DNS on the wire: reading messages ([`wire`]), reading a query once ([`query`]), and deciding
+//! and writing local answers ([`answer`]).
 
 pub mod answer;
+pub mod query;
 pub mod wire;

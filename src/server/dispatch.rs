@@ -1,46 +1,140 @@
-//! The per-query dispatch both transports share, so that UDP and TCP cannot drift apart: the
-//! local decision ([`crate::dns::answer::decide`]), the loop guard, the one outcome count of a
-//! query answered at once, and the one `--query-log` line per query.
+//! The per-query path both transports share, so that UDP and TCP cannot drift apart: the query
+//! read once ([`Query::read`]), the local decision ([`crate::dns::answer::decide`]), the loop
+//! guard, the one outcome count of a query answered at once, the one `--query-log` line per
+//! query, and the failure reply of a query the upstream side would not take.
 //!
-//! What happens next differs only in how bytes move: a UDP worker hands a forwarded query to its
-//! relay, a TCP connection to a forwarding task; both end in the same counters and, on failure,
-//! in [`crate::upstream::failure_reply`].
+//! What differs between the transports is only where bytes go, the [`Client`]: a UDP worker
+//! sends a reply with `send_to` and hands a forwarded query to its relay; a TCP connection frames
+//! the reply for its writer task and forwards from a task of its own. Either way the answer that
+//! comes later ends in the same counters and, on failure, in [`crate::upstream::failure_reply`].
 
 use std::net::SocketAddr;
 
 use tracing::info;
 
-use crate::dns::answer::{self, Decision, Outcome, Transport};
-use crate::dns::wire::{self, flag};
+use crate::dns::answer::{self, Decision, OUR_UDP_PAYLOAD, Outcome, Transport};
+use crate::dns::query::{Asked, Query};
+use crate::dns::wire::{MAX_NAME_WIRE, flag};
 use crate::shared::Shared;
 use crate::stats::WorkerStats;
+use crate::upstream::{QueryError, failure_reply};
 
-/// The next step for one query.
+/// Where a query's reply goes and how it leaves for the upstream: what a transport implements.
+/// [`handle`] is generic over it (no `dyn`): each transport's path compiles to straight calls.
+pub(crate) trait Client {
+    /// Sends a complete reply to the client now.
+    fn reply(&mut self, reply: &[u8]);
+    /// Takes the query `msg` (read into `asked`) to the upstreams; its reply reaches the client
+    /// later. `Err` when it was not taken: [`handle`] answers with the failure reply.
+    fn forward(&mut self, msg: &mut [u8], asked: &Asked) -> Result<(), QueryError>;
+    /// Takes the query to the alias resolver; as [`Client::forward`].
+    fn alias(&mut self, msg: &[u8], asked: &Asked) -> Result<(), QueryError>;
+}
+
+/// What [`handle`] did with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Send `out[..len]` back (already counted).
-    Reply { len: usize },
-    /// Relay it upstream.
-    Forward { question_end: usize },
-    /// Answer it through an alias rule.
-    Alias,
-    /// Nothing to send (already counted).
+pub(crate) enum Handled {
+    /// Answered locally (reply sent and counted).
+    Answered,
+    /// Passed on (upstream or alias): counted when its reply goes out.
+    Passed,
+    /// The upstream side would not take it: failure reply sent and counted.
+    Failed,
+    /// Nothing sent (counted): an unreadable message or a response, or our own loop probe.
+    Dropped,
+}
+
+/// A transport's reusable reply buffers, so the per-query path does not allocate.
+pub(crate) struct Buffers {
+    /// Local answers: the UDP size cap, grown to 64 KiB for a TCP answer that needs it.
+    out: Vec<u8>,
+    /// Failure replies, kept apart so `out` keeps its size.
+    fail: Vec<u8>,
+}
+
+impl Buffers {
+    pub(crate) fn new(transport: Transport) -> Buffers {
+        let size = match transport {
+            Transport::Udp => OUR_UDP_PAYLOAD as usize,
+            // Most TCP answers fit; one that does not is decided again in a full-size buffer.
+            Transport::Tcp => 4096,
+        };
+        Buffers {
+            out: vec![0; size],
+            fail: Vec::new(),
+        }
+    }
+}
+
+/// What comes next for a decided query.
+enum Next {
+    Reply(usize),
+    Forward(Asked),
+    Alias(Asked),
     Drop,
 }
 
-/// Decides `msg` from `peer`: a local reply written into `out` (grown for a TCP answer that does
-/// not fit), or where it goes next.
-pub(crate) fn dispatch(
+/// Handles the query `msg` from `peer`: answered into `client` at once, or passed on through it.
+pub(crate) fn handle<C: Client>(
     shared: &Shared,
     stats: &WorkerStats,
-    msg: &[u8],
+    msg: &mut [u8],
     peer: SocketAddr,
     transport: Transport,
+    buffers: &mut Buffers,
+    client: &mut C,
+) -> Handled {
+    let next = {
+        let mut lower = [0u8; MAX_NAME_WIRE];
+        let query = Query::read(msg, &mut lower);
+        let (next, label) = match &query {
+            Some(query) => decide(shared, stats, query, transport, &mut buffers.out),
+            None => {
+                stats.count(Outcome::Dropped);
+                (Next::Drop, Outcome::Dropped.label())
+            }
+        };
+        if shared.query_log {
+            log_query(query.as_ref(), msg.len(), peer, transport, label);
+        }
+        next
+    };
+    let (asked, err) = match next {
+        Next::Reply(len) => {
+            client.reply(&buffers.out[..len]);
+            return Handled::Answered;
+        }
+        Next::Drop => return Handled::Dropped,
+        Next::Forward(asked) => match client.forward(msg, &asked) {
+            Ok(()) => return Handled::Passed,
+            Err(e) => (asked, e),
+        },
+        Next::Alias(asked) => match client.alias(msg, &asked) {
+            Ok(()) => return Handled::Passed,
+            Err(e) => (asked, e),
+        },
+    };
+    // Not taken at once (no slot free, the alias queue full): no stale answer either, the
+    // upstreams were not even asked.
+    let outcome = failure_reply(msg, &asked, err, None, transport, &mut buffers.fail);
+    stats.count(outcome);
+    if !buffers.fail.is_empty() {
+        client.reply(&buffers.fail);
+    }
+    Handled::Failed
+}
+
+/// The local decision and what it leads to, with the outcome label for the query log.
+fn decide(
+    shared: &Shared,
+    stats: &WorkerStats,
+    query: &Query<'_>,
+    transport: Transport,
     out: &mut Vec<u8>,
-) -> Step {
+) -> (Next, &'static str) {
     let decision = {
         let snapshot = shared.mapping.load();
-        let mut d = answer::decide(msg, &snapshot, transport, out);
+        let mut d = answer::decide(query, &snapshot, transport, out);
         // Over TCP the whole answer always fits (RFC 7766 §8): retry a truncated one in a
         // full-size buffer.
         if transport == Transport::Tcp
@@ -50,45 +144,242 @@ pub(crate) fn dispatch(
             && out.len() < u16::MAX as usize
         {
             out.resize(u16::MAX as usize, 0);
-            d = answer::decide(msg, &snapshot, transport, out);
+            d = answer::decide(query, &snapshot, transport, out);
         }
         d
     };
-    let (step, label) = match decision {
-        Decision::Reply { len, outcome } => {
-            stats.count(outcome);
-            (Step::Reply { len }, outcome.label())
-        }
-        Decision::Forward { question_end } if shared.loop_guard.is_our_probe(msg, question_end) => {
-            // Our own loop-check query came back: do not send it round again.
-            stats.count(Outcome::Dropped);
-            (Step::Drop, Outcome::Dropped.label())
-        }
-        Decision::Forward { question_end } => (Step::Forward { question_end }, "forwarding"),
-        Decision::Alias { .. } => (Step::Alias, "alias"),
-        Decision::Drop => {
-            stats.count(Outcome::Dropped);
-            (Step::Drop, Outcome::Dropped.label())
-        }
+    let dropped = || {
+        stats.count(Outcome::Dropped);
+        (Next::Drop, Outcome::Dropped.label())
     };
-    if shared.query_log {
-        log_query(msg, peer, transport, label);
+    match (decision, query.asked()) {
+        (Decision::Reply { len, outcome }, _) => {
+            stats.count(outcome);
+            (Next::Reply(len), outcome.label())
+        }
+        // Our own loop-check query came back: do not send it round again.
+        (Decision::Forward { .. }, _) if shared.loop_guard.is_our_probe(query.name_lower()) => {
+            dropped()
+        }
+        (Decision::Forward { .. }, Some(asked)) => (Next::Forward(asked), "forwarding"),
+        (Decision::Alias { .. }, Some(asked)) => (Next::Alias(asked), "alias"),
+        // Forward and Alias come only with a readable question; stay total anyway.
+        (Decision::Forward { .. } | Decision::Alias { .. }, None) | (Decision::Drop, _) => {
+            dropped()
+        }
     }
-    step
 }
 
 /// One line per query, for `--query-log` only (allocates; never on by default).
-fn log_query(msg: &[u8], peer: SocketAddr, transport: Transport, outcome: &str) {
+fn log_query(
+    query: Option<&Query<'_>>,
+    len: usize,
+    peer: SocketAddr,
+    transport: Transport,
+    outcome: &str,
+) {
     let proto = match transport {
         Transport::Udp => "udp",
         Transport::Tcp => "tcp",
     };
-    let mut lower = [0u8; wire::MAX_NAME_WIRE];
-    match wire::read_question(msg, &mut lower) {
-        Ok(q) => {
-            let name = crate::mapping::name::wire_to_text(&msg[12..12 + q.name_len]);
-            info!(client = %peer, proto, name, qtype = q.qtype, outcome, "query");
+    match query.and_then(|q| q.asked().map(|a| (q, a))) {
+        Some((q, asked)) => {
+            let name = crate::mapping::name::wire_to_text(asked.name(q.bytes()));
+            let qtype = asked.question.qtype;
+            info!(client = %peer, proto, name, qtype, outcome, "query");
         }
-        Err(_) => info!(client = %peer, proto, len = msg.len(), outcome, "query (unreadable)"),
+        None => info!(client = %peer, proto, len, outcome, "query (unreadable)"),
+    }
+}
+
+/// [`handle`] with a client that records what it is given: every step of the dispatch, for
+/// both transports, and the failure path of a query the client would not take.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{Config, MappingSource};
+    use crate::dns::wire::rcode;
+    use crate::stats::Proto;
+
+    #[derive(Default)]
+    struct Recorder {
+        replies: Vec<Vec<u8>>,
+        forwards: Vec<Asked>,
+        aliases: Vec<Asked>,
+        /// What `forward` and `alias` answer with: `None` takes the query.
+        refuse: Option<QueryError>,
+    }
+
+    impl Client for Recorder {
+        fn reply(&mut self, reply: &[u8]) {
+            self.replies.push(reply.to_vec());
+        }
+        fn forward(&mut self, _msg: &mut [u8], asked: &Asked) -> Result<(), QueryError> {
+            self.forwards.push(*asked);
+            self.refuse.map_or(Ok(()), Err)
+        }
+        fn alias(&mut self, _msg: &[u8], asked: &Asked) -> Result<(), QueryError> {
+            self.aliases.push(*asked);
+            self.refuse.map_or(Ok(()), Err)
+        }
+    }
+
+    fn shared() -> Arc<Shared> {
+        let yaml = "hosts:\n  db-0.db.example.com: 10.42.0.12\nrules:\n  - host: alias.example.com\n    result: www.example.org\n";
+        let snapshot = crate::mapping::file::parse(yaml, "t", 5).expect("mapping");
+        let mapping = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
+        let config = Config::new(
+            MappingSource::Embedded,
+            vec![SocketAddr::from(([127, 0, 0, 1], 53))],
+        );
+        Shared::new(mapping, &config)
+    }
+
+    fn query(name: &[u8], id: u16) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(name);
+        m.extend_from_slice(&[0, 1, 0, 1]);
+        m
+    }
+
+    const DB0: &[u8] = b"\x04DB-0\x02db\x07example\x03com\x00";
+    const ALIAS: &[u8] = b"\x05alias\x07example\x03com\x00";
+    const OTHER: &[u8] = b"\x03www\x07example\x03org\x00";
+
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        /// One reply with this rcode, counted under this outcome.
+        Reply(u8, Outcome),
+        Forward,
+        Alias,
+        Dropped,
+    }
+
+    /// (what, query, what the client answers, what `handle` returns, what must come out)
+    type Row = (&'static str, Vec<u8>, Option<QueryError>, Handled, Want);
+
+    #[test]
+    fn every_step_goes_through_the_client_the_same_for_both_transports() {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 4242));
+        let mut response = query(DB0, 7);
+        response[2] |= 0x80;
+        let rows: Vec<Row> = vec![
+            (
+                "mapped name",
+                query(DB0, 1),
+                None,
+                Handled::Answered,
+                Want::Reply(rcode::NOERROR, Outcome::Answer),
+            ),
+            (
+                "not ours",
+                query(OTHER, 2),
+                None,
+                Handled::Passed,
+                Want::Forward,
+            ),
+            (
+                "alias rule",
+                query(ALIAS, 3),
+                None,
+                Handled::Passed,
+                Want::Alias,
+            ),
+            (
+                "no slot free",
+                query(OTHER, 4),
+                Some(QueryError::Shed),
+                Handled::Failed,
+                Want::Reply(rcode::SERVFAIL, Outcome::ServFail),
+            ),
+            (
+                "alias queue full",
+                query(ALIAS, 5),
+                Some(QueryError::AliasQueueFull),
+                Handled::Failed,
+                Want::Reply(rcode::SERVFAIL, Outcome::ServFail),
+            ),
+            (
+                "a response",
+                response,
+                None,
+                Handled::Dropped,
+                Want::Dropped,
+            ),
+            (
+                "no header",
+                vec![0; 11],
+                None,
+                Handled::Dropped,
+                Want::Dropped,
+            ),
+        ];
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let shared = shared();
+            let stats = shared.stats.block(match transport {
+                Transport::Udp => Proto::Udp,
+                Transport::Tcp => Proto::Tcp,
+            });
+            let mut buffers = Buffers::new(transport);
+            for (what, msg, refuse, handled, want) in &rows {
+                let mut client = Recorder {
+                    refuse: *refuse,
+                    ..Recorder::default()
+                };
+                let mut bytes = msg.clone();
+                let before = shared.stats.totals();
+                let got = handle(
+                    &shared,
+                    &stats,
+                    &mut bytes,
+                    peer,
+                    transport,
+                    &mut buffers,
+                    &mut client,
+                );
+                assert_eq!(got, *handled, "{what} ({transport:?})");
+                let counted: Vec<Outcome> = {
+                    let after = shared.stats.totals();
+                    Outcome::ALL
+                        .into_iter()
+                        .filter(|o| after.get(*o) != before.get(*o))
+                        .collect()
+                };
+                match want {
+                    Want::Reply(rc, outcome) => {
+                        assert_eq!(client.replies.len(), 1, "{what}");
+                        let r = &client.replies[0];
+                        assert_eq!(r[..2], msg[..2], "{what}: the query's ID");
+                        assert_eq!(r[3] & 0x0f, *rc, "{what}");
+                        // The question is echoed.
+                        assert_eq!(r[4..6], [0, 1], "{what}");
+                        assert_eq!(r[12..msg.len()], msg[12..], "{what}");
+                        assert_eq!(counted, [*outcome], "{what}: counted once");
+                    }
+                    Want::Forward | Want::Alias => {
+                        let taken = if *want == Want::Forward {
+                            &client.forwards
+                        } else {
+                            &client.aliases
+                        };
+                        assert_eq!(taken.len(), 1, "{what}");
+                        assert_eq!(taken[0].header.id, u16::from_be_bytes([msg[0], msg[1]]));
+                        assert_eq!(taken[0].question.end(), msg.len(), "{what}");
+                        assert!(client.replies.is_empty(), "{what}");
+                        assert!(counted.is_empty(), "{what}: counted when answered, not now");
+                    }
+                    Want::Dropped => {
+                        assert!(
+                            client.replies.is_empty() && client.forwards.is_empty(),
+                            "{what}"
+                        );
+                        assert_eq!(counted, [Outcome::Dropped], "{what}");
+                    }
+                }
+            }
+        }
     }
 }

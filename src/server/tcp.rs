@@ -23,11 +23,12 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::Config;
 use crate::dns::answer::{Outcome, Transport};
-use crate::server::dispatch::{Step, dispatch};
+use crate::dns::query::Asked;
+use crate::server::dispatch::{Buffers, Client, Handled, handle};
 use crate::shared::Shared;
 use crate::stats::{Proto, WorkerStats};
-use crate::upstream::failure_reply;
 use crate::upstream::tcp::TcpForwarder;
+use crate::upstream::{QueryError, failure_reply};
 
 /// Forwarded queries in flight per connection; the reader waits when it is reached.
 pub(crate) const PIPELINE_DEPTH: usize = 32;
@@ -236,9 +237,9 @@ async fn connection(
         }
     });
     let pipeline = Arc::new(Semaphore::new(PIPELINE_DEPTH));
-    let mut out = vec![0u8; 4096];
+    let mut buffers = Buffers::new(Transport::Tcp);
     for _ in 0..ctx.limits.max_queries {
-        let query = tokio::select! {
+        let mut query = tokio::select! {
             q = read_message(&mut rd, ctx.limits.idle_timeout) => match q {
                 Some(q) => q,
                 None => break,
@@ -249,43 +250,39 @@ async fn connection(
         state
             .last_active_ms
             .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-        match dispatch(
+        let mut client = TcpClient::default();
+        let handled = handle(
             &ctx.shared,
             &ctx.stats,
-            &query,
+            &mut query,
             peer,
             Transport::Tcp,
-            &mut out,
-        ) {
-            Step::Reply { len } => {
-                if tx.send(frame(&out[..len])).await.is_err() {
-                    break;
-                }
-            }
-            Step::Forward { question_end } => {
-                let Ok(permit) = pipeline.clone().acquire_owned().await else {
-                    break;
-                };
-                spawn_forward(
-                    ctx.clone(),
-                    query,
-                    Some(question_end),
-                    tx.clone(),
-                    state.clone(),
-                    permit,
-                );
-            }
-            Step::Alias => {
-                let Ok(permit) = pipeline.clone().acquire_owned().await else {
-                    break;
-                };
-                spawn_forward(ctx.clone(), query, None, tx.clone(), state.clone(), permit);
-            }
-            Step::Drop => {
-                // Over TCP the peer is connected: an unreadable message ends the connection
-                // (we cannot trust the framing after it).
+            &mut buffers,
+            &mut client,
+        );
+        if let Some(frame) = client.reply
+            && tx.send(frame).await.is_err()
+        {
+            break;
+        }
+        if let Some(pending) = client.pending {
+            // The reader waits here only when PIPELINE_DEPTH answers are in flight.
+            let Ok(permit) = pipeline.clone().acquire_owned().await else {
                 break;
-            }
+            };
+            spawn_forward(
+                ctx.clone(),
+                query,
+                pending,
+                tx.clone(),
+                state.clone(),
+                permit,
+            );
+        }
+        if handled == Handled::Dropped {
+            // Over TCP the peer is connected: an unreadable message ends the connection (we
+            // cannot trust the framing after it).
+            break;
         }
     }
     // Let the forwards in flight finish and their answers be written, then close.
@@ -309,63 +306,83 @@ async fn read_message(rd: &mut OwnedReadHalf, idle: Duration) -> Option<Vec<u8>>
     }
 }
 
-/// Answers a query off the reader: forwarded upstream (`question_end` given) or resolved as an
-/// alias (`None`).
+/// A TCP client as [`handle`] sees it. A reply is framed for the writer task. A forward or an
+/// alias lookup needs a pipeline slot, and waiting for one is async (back-pressure on the
+/// reader), so it is noted here and started by the connection loop, which owns the message and
+/// moves it into the task (no copy).
+#[derive(Default)]
+struct TcpClient {
+    reply: Option<Vec<u8>>,
+    pending: Option<Pending>,
+}
+
+/// A query to answer off the reader.
+enum Pending {
+    Forward(Asked),
+    Alias(Asked),
+}
+
+impl Client for TcpClient {
+    fn reply(&mut self, reply: &[u8]) {
+        self.reply = Some(frame(reply));
+    }
+
+    fn forward(&mut self, _msg: &mut [u8], asked: &Asked) -> Result<(), QueryError> {
+        self.pending = Some(Pending::Forward(*asked));
+        Ok(())
+    }
+
+    fn alias(&mut self, _msg: &[u8], asked: &Asked) -> Result<(), QueryError> {
+        self.pending = Some(Pending::Alias(*asked));
+        Ok(())
+    }
+}
+
+/// Answers a query off the reader: forwarded upstream or resolved as an alias.
 fn spawn_forward(
     ctx: Arc<TcpContext>,
     query: Vec<u8>,
-    question_end: Option<usize>,
+    pending: Pending,
     tx: mpsc::Sender<Vec<u8>>,
     state: Arc<ConnState>,
     permit: OwnedSemaphorePermit,
 ) {
     state.busy.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
-        let Some(question_end) = question_end else {
-            let (reply, outcome) = match ctx.shared.alias.answer(&query, Transport::Tcp).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let mut out = Vec::new();
-                    let outcome = failure_reply(&query, e, None, Transport::Tcp, &mut out);
-                    (out, outcome)
-                }
-            };
-            ctx.stats.count(outcome);
-            if !reply.is_empty() {
-                let _ = tx.send(frame(&reply)).await;
-            }
-            state.busy.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-            return;
-        };
         let mut reply = Vec::new();
-        let message = match ctx
-            .forwarder
-            .forward(&query, question_end, &mut reply, &ctx.stats)
-            .await
-        {
-            Ok(()) => {
-                ctx.stats.count(Outcome::Forwarded);
-                frame(&reply)
+        let (asked, result, stale) = match pending {
+            Pending::Alias(asked) => {
+                let r = match ctx
+                    .shared
+                    .alias
+                    .answer(&query, &asked, Transport::Tcp)
+                    .await
+                {
+                    Ok((r, outcome)) => {
+                        reply = r;
+                        Ok(outcome)
+                    }
+                    Err(e) => Err(e),
+                };
+                // Serve-stale keeps forwarded replies only.
+                (asked, r, None)
             }
-            Err(e) => {
-                let outcome = failure_reply(
-                    &query,
-                    e,
-                    ctx.shared.stale.as_deref(),
-                    Transport::Tcp,
-                    &mut reply,
-                );
-                ctx.stats.count(outcome);
-                if reply.is_empty() {
-                    Vec::new()
-                } else {
-                    frame(&reply)
-                }
+            Pending::Forward(asked) => {
+                let r = ctx
+                    .forwarder
+                    .forward(&query, &asked, &mut reply, &ctx.stats)
+                    .await
+                    .map(|()| Outcome::Forwarded);
+                (asked, r, ctx.shared.stale.as_deref())
             }
         };
-        if !message.is_empty() {
-            let _ = tx.send(message).await;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => failure_reply(&query, &asked, e, stale, Transport::Tcp, &mut reply),
+        };
+        ctx.stats.count(outcome);
+        if !reply.is_empty() {
+            let _ = tx.send(frame(&reply)).await;
         }
         state.busy.fetch_sub(1, Ordering::Relaxed);
         drop(permit);

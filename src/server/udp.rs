@@ -18,12 +18,13 @@ use tracing::info;
 
 use crate::alias::AliasJob;
 use crate::config::Config;
-use crate::dns::answer::{OUR_UDP_PAYLOAD, Transport};
-use crate::server::dispatch::{Step, dispatch};
+use crate::dns::answer::Transport;
+use crate::dns::query::Asked;
+use crate::server::dispatch::{Buffers, Client, Handled, handle};
 use crate::shared::Shared;
 use crate::stats::{Proto, WorkerStats};
+use crate::upstream::QueryError;
 use crate::upstream::udp::UdpRelay;
-use crate::upstream::{QueryError, failure_reply};
 
 /// Kernel receive buffer per socket: absorbs bursts (dnsperf opens with 100+ queries at once)
 /// without drops; the kernel caps it at `net.core.rmem_max`.
@@ -67,8 +68,7 @@ impl UdpWorker {
     /// The query loop; returns when the server stops.
     pub(crate) fn serve(self) {
         let mut buf = vec![0u8; u16::MAX as usize];
-        let mut out = vec![0u8; OUR_UDP_PAYLOAD as usize];
-        let mut fail = Vec::new();
+        let mut buffers = Buffers::new(Transport::Udp);
         let mut seq: u32 = 0;
         loop {
             let (n, peer) = match crate::sys::recv_from(&self.socket, &mut buf) {
@@ -81,50 +81,57 @@ impl UdpWorker {
             };
             seq = seq.wrapping_add(1);
             let t0 = seq.is_multiple_of(LATENCY_SAMPLE).then(Instant::now);
-            let query = &mut buf[..n];
-            let failed = match dispatch(
+            let mut client = UdpClient {
+                worker: &self,
+                peer,
+            };
+            let handled = handle(
                 &self.shared,
                 &self.stats,
-                query,
+                &mut buf[..n],
                 peer,
                 Transport::Udp,
-                &mut out,
-            ) {
-                Step::Reply { len } => {
-                    let _ = self.socket.send_to(&out[..len], peer);
-                    if let Some(t0) = t0 {
-                        self.stats.local_latency.observe(t0.elapsed());
-                    }
-                    continue;
-                }
-                Step::Drop => continue,
-                // Counted when the reply (or the failure reply) goes out.
-                Step::Forward { question_end } => {
-                    match self.relay.forward(query, peer, question_end) {
-                        Ok(()) => continue,
-                        Err(e) => e,
-                    }
-                }
-                Step::Alias => {
-                    let job = AliasJob {
-                        query: query.to_vec(),
-                        peer,
-                        socket: self.socket.clone(),
-                        stats: self.stats.clone(),
-                    };
-                    match self.alias.try_send(job) {
-                        // Counted by the resolver task when it answers.
-                        Ok(()) => continue,
-                        Err(_) => QueryError::AliasQueueFull,
-                    }
-                }
-            };
-            let outcome = failure_reply(query, failed, None, Transport::Udp, &mut fail);
-            self.stats.count(outcome);
-            if !fail.is_empty() {
-                let _ = self.socket.send_to(&fail, peer);
+                &mut buffers,
+                &mut client,
+            );
+            if let (Some(t0), Handled::Answered) = (t0, handled) {
+                self.stats.local_latency.observe(t0.elapsed());
             }
         }
+    }
+}
+
+/// A UDP client: replies go straight back with `send_to`, forwards to the worker's relay, alias
+/// queries (a copy of them) to the resolver task through its bounded queue.
+struct UdpClient<'w> {
+    worker: &'w UdpWorker,
+    peer: SocketAddr,
+}
+
+impl Client for UdpClient<'_> {
+    #[inline]
+    fn reply(&mut self, reply: &[u8]) {
+        let _ = self.worker.socket.send_to(reply, self.peer);
+    }
+
+    #[inline]
+    fn forward(&mut self, msg: &mut [u8], asked: &Asked) -> Result<(), QueryError> {
+        self.worker.relay.forward(msg, asked, self.peer)
+    }
+
+    fn alias(&mut self, msg: &[u8], asked: &Asked) -> Result<(), QueryError> {
+        let job = AliasJob {
+            query: msg.to_vec(),
+            asked: *asked,
+            peer: self.peer,
+            socket: self.worker.socket.clone(),
+            stats: self.worker.stats.clone(),
+        };
+        // Counted by the resolver task when it answers.
+        self.worker
+            .alias
+            .try_send(job)
+            .map_err(|_| QueryError::AliasQueueFull)
     }
 }
 

@@ -24,7 +24,8 @@ pub(crate) mod udp;
 use std::time::Instant;
 
 use crate::dns::answer::{self, Outcome, Transport};
-use crate::dns::wire::rcode;
+use crate::dns::query::Asked;
+use crate::dns::wire::{CLASSIC_UDP_SIZE, rcode};
 use stale::StaleCache;
 
 /// Why a forwarded query got no upstream reply.
@@ -48,32 +49,38 @@ pub(crate) enum QueryError {
     AliasTooDeep,
 }
 
-/// Writes into `out` what the client gets for a query that failed with `err`: a stale answer
-/// after a [`QueryError::Timeout`] when serve-stale has one (RFC 8767), SERVFAIL otherwise (with
-/// the question and EDNS echoed). `out` is left empty when not even SERVFAIL can be built (an
-/// unreadable header: nothing is sent).
+/// Writes into `out` what the client gets for the query `query` (read earlier into `asked`)
+/// that failed with `err`: a stale answer after a [`QueryError::Timeout`] when serve-stale has
+/// one (RFC 8767), SERVFAIL otherwise (with the question and EDNS echoed). Reads nothing of the
+/// query again.
 pub(crate) fn failure_reply(
     query: &[u8],
+    asked: &Asked,
     err: QueryError,
     stale: Option<&StaleCache>,
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> Outcome {
+    // A forwarded query's records were never read: read them once for all that follows.
+    let asked = &asked.with_extras(query);
     if err == QueryError::Timeout
         && let Some(stale) = stale
     {
+        // The client's own limit, not ours: the kept reply is the upstream's, sized for it.
         let limit = match transport {
-            Transport::Udp => stale::udp_limit(query),
+            Transport::Udp => asked
+                .edns(query)
+                .map_or(CLASSIC_UDP_SIZE, |e| e.udp_size as usize),
             Transport::Tcp => u16::MAX as usize,
         };
-        if stale.answer(query, limit, out, Instant::now()) {
+        if stale.answer(query, asked, limit, out, Instant::now()) {
             return Outcome::Stale;
         }
     }
     // Header, question and OPT: at most 12 + 255 + 4 + 11 octets.
     out.clear();
-    out.resize(512, 0);
-    match answer::error_reply(query, rcode::SERVFAIL, out) {
+    out.resize(CLASSIC_UDP_SIZE, 0);
+    match answer::error_reply(query, asked, rcode::SERVFAIL, out) {
         Some(len) => out.truncate(len),
         None => out.clear(),
     }

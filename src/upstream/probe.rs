@@ -302,12 +302,12 @@ impl LoopGuard {
     /// Called by the UDP workers for every query about to be forwarded: a relaxed load while
     /// not armed (always, after the first seconds).
     #[inline]
-    pub(crate) fn is_our_probe(&self, msg: &[u8], question_end: usize) -> bool {
+    pub(crate) fn is_our_probe(&self, name_lower: &[u8]) -> bool {
         if !self.armed.load(Ordering::Relaxed) {
             return false;
         }
-        let name = msg.get(HEADER_LEN..question_end.saturating_sub(4));
-        if name.is_some_and(|n| n.eq_ignore_ascii_case(&self.name)) {
+        // Both lower-cased: the probe name is written so, the query's name read so.
+        if name_lower == &self.name[..] {
             self.detected.store(true, Ordering::Relaxed);
             return true;
         }

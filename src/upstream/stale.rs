@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
-use crate::dns::wire::{self, CLASSIC_UDP_SIZE, HEADER_LEN, MAX_NAME_WIRE, flag, rcode, rtype};
+use crate::dns::query::Asked;
+use crate::dns::wire::{self, HEADER_LEN, MAX_NAME_WIRE, flag, rcode, rtype};
 
 /// RFC 8767 §4: the TTL of a stale answer.
 pub(crate) const STALE_TTL: u32 = 30;
@@ -49,14 +50,15 @@ pub(crate) struct StaleCache {
     inner: Mutex<Inner>,
 }
 
-/// The cache key of a query, written into `key`; `None` for a query we cannot read.
-fn key(query: &[u8], key: &mut [u8; MAX_KEY]) -> Option<usize> {
-    let header = wire::Header::read(query)?;
-    let mut lower = [0u8; MAX_NAME_WIRE];
-    let q = wire::read_question(query, &mut lower).ok()?;
-    let edns = wire::read_edns(query, &header, q.end()).ok()?;
+/// The cache key of the query `query` (read into `asked`), written into `key`; `None` for a
+/// query whose records do not read (no EDNS shape to key it by).
+fn key(query: &[u8], asked: &Asked, key: &mut [u8; MAX_KEY]) -> Option<usize> {
+    let edns = asked.extras(query).ok()?.edns;
+    let q = asked.question;
     let n = q.name_len;
-    key[..n].copy_from_slice(&lower[..n]);
+    for (k, c) in key[..n].iter_mut().zip(asked.name(query)) {
+        *k = c.to_ascii_lowercase();
+    }
     key[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
     key[n + 2..n + 4].copy_from_slice(&q.qclass.to_be_bytes());
     key[n + 4] = match edns {
@@ -94,8 +96,9 @@ impl StaleCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps `reply` (a validated upstream reply to `query`) as the last good answer.
-    pub(crate) fn store(&self, query: &[u8], question_end: usize, reply: &[u8], now: Instant) {
+    /// Keeps `reply` (a validated upstream reply to `query`, read into `asked`) as the last good
+    /// answer.
+    pub(crate) fn store(&self, query: &[u8], asked: &Asked, reply: &[u8], now: Instant) {
         let Some(h) = wire::Header::read(reply) else {
             return;
         };
@@ -104,7 +107,7 @@ impl StaleCache {
             return;
         }
         let mut k = [0u8; MAX_KEY];
-        let Some(klen) = key(query, &mut k) else {
+        let Some(klen) = key(query, asked, &mut k) else {
             return;
         };
         let k = &k[..klen];
@@ -118,7 +121,7 @@ impl StaleCache {
         {
             return;
         }
-        let Some(ttl) = min_ttl(reply, question_end) else {
+        let Some(ttl) = min_ttl(reply, asked.question.end()) else {
             return;
         };
         inner.seq += 1;
@@ -158,12 +161,13 @@ impl StaleCache {
     pub(crate) fn answer(
         &self,
         query: &[u8],
+        asked: &Asked,
         limit: usize,
         out: &mut Vec<u8>,
         now: Instant,
     ) -> bool {
         let mut k = [0u8; MAX_KEY];
-        let Some(klen) = key(query, &mut k) else {
+        let Some(klen) = key(query, asked, &mut k) else {
             return false;
         };
         let inner = self.lock();
@@ -178,7 +182,7 @@ impl StaleCache {
         out.extend_from_slice(&e.reply);
         drop(inner);
         // Same question case-insensitively, so the same length: echo the client's spelling.
-        let question_end = HEADER_LEN + (klen - 5) + 4;
+        let question_end = asked.question.end();
         if query.len() < question_end || out.len() < question_end {
             return false;
         }
@@ -204,24 +208,13 @@ impl StaleCache {
     }
 }
 
-/// The largest reply a UDP client accepts: its EDNS size, or 512 without EDNS (RFC 6891 §6.2.3).
-pub(crate) fn udp_limit(query: &[u8]) -> usize {
-    let Some(header) = wire::Header::read(query) else {
-        return CLASSIC_UDP_SIZE;
-    };
-    let mut lower = [0u8; MAX_NAME_WIRE];
-    let Ok(q) = wire::read_question(query, &mut lower) else {
-        return CLASSIC_UDP_SIZE;
-    };
-    match wire::read_edns(query, &header, q.end()) {
-        Ok(Some(e)) => e.udp_size as usize,
-        _ => CLASSIC_UDP_SIZE,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn asked(q: &[u8]) -> Asked {
+        Asked::read(q).expect("readable")
+    }
 
     fn query(name: &[u8], id: u16) -> Vec<u8> {
         let mut m = id.to_be_bytes().to_vec();
@@ -248,18 +241,30 @@ mod tests {
         let c = StaleCache::new(1 << 20, Duration::from_secs(60));
         let q = query(b"\x03www\x07example\x03org\x00", 1);
         let t0 = Instant::now();
-        c.store(&q, q.len(), &reply(&q, 300), t0);
-        let asked = query(b"\x03WwW\x07example\x03ORG\x00", 0xBEEF);
+        c.store(&q, &asked(&q), &reply(&q, 300), t0);
+        let spelled = query(b"\x03WwW\x07example\x03ORG\x00", 0xBEEF);
         let mut out = Vec::new();
-        assert!(c.answer(&asked, 512, &mut out, t0 + Duration::from_secs(10)));
+        assert!(c.answer(
+            &spelled,
+            &asked(&spelled),
+            512,
+            &mut out,
+            t0 + Duration::from_secs(10)
+        ));
         assert_eq!(&out[..2], &[0xBE, 0xEF]);
-        assert_eq!(&out[12..asked.len()], &asked[12..]);
-        let ttl_at = asked.len() + 6;
+        assert_eq!(&out[12..spelled.len()], &spelled[12..]);
+        let ttl_at = spelled.len() + 6;
         assert_eq!(&out[ttl_at..ttl_at + 4], &30u32.to_be_bytes());
         // Past TTL + stale window: gone.
-        assert!(!c.answer(&asked, 512, &mut out, t0 + Duration::from_secs(361)));
+        assert!(!c.answer(
+            &spelled,
+            &asked(&spelled),
+            512,
+            &mut out,
+            t0 + Duration::from_secs(361)
+        ));
         // Too big for the client.
-        assert!(!c.answer(&asked, 20, &mut out, t0));
+        assert!(!c.answer(&spelled, &asked(&spelled), 20, &mut out, t0));
     }
 
     #[test]
@@ -269,13 +274,16 @@ mod tests {
         let q = query(b"\x01a\x00", 1);
         let mut servfail = reply(&q, 60);
         servfail[3] = 0x82;
-        c.store(&q, q.len(), &servfail, t0);
+        c.store(&q, &asked(&q), &servfail, t0);
         let mut out = Vec::new();
-        assert!(!c.answer(&q, 512, &mut out, t0), "SERVFAIL is not kept");
+        assert!(
+            !c.answer(&q, &asked(&q), 512, &mut out, t0),
+            "SERVFAIL is not kept"
+        );
         for i in 0..100u8 {
             let name = [1, b'a' + (i % 26), 1, b'0' + i / 26, 0];
             let q = query(&name, 1);
-            c.store(&q, q.len(), &reply(&q, 60), t0);
+            c.store(&q, &asked(&q), &reply(&q, 60), t0);
         }
         let inner = c.lock();
         assert!(inner.bytes <= 2_000, "{}", inner.bytes);

@@ -22,6 +22,7 @@ use super::QueryError;
 use super::attempt::{RTO_MIN, backoff, give_up_at, reply_matches};
 use super::health::UpstreamHealth;
 use super::stale::StaleCache;
+use crate::dns::query::Asked;
 use crate::stats::WorkerStats;
 
 /// Wait before a parallel second attempt while the first is still open.
@@ -50,16 +51,17 @@ impl TcpForwarder {
         }
     }
 
-    /// Relays `query` until an upstream answers; the reply, with the client's ID restored, is
-    /// left in `reply`.
+    /// Relays `query` (read into `asked`) until an upstream answers; the reply, with the
+    /// client's ID restored, is left in `reply`.
     pub(crate) async fn forward(
         &self,
         query: &[u8],
-        question_end: usize,
+        asked: &Asked,
         reply: &mut Vec<u8>,
         stats: &WorkerStats,
     ) -> Result<(), QueryError> {
-        let client_id = [query[0], query[1]];
+        let client_id = asked.header.id.to_be_bytes();
+        let question_end = asked.question.end();
         let started = Instant::now();
         let give_up = give_up_at(started, self.budget);
         let mut open = JoinSet::new();
@@ -97,7 +99,7 @@ impl TcpForwarder {
                         *reply = r;
                         reply[..2].copy_from_slice(&client_id);
                         if let Some(stale) = &self.stale {
-                            stale.store(query, question_end, reply, Instant::now());
+                            stale.store(query, asked, reply, Instant::now());
                         }
                         stats.forward_latency.observe(started.elapsed());
                         return Ok(());

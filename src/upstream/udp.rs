@@ -35,6 +35,7 @@ use super::ids::IdMap;
 use super::stale::StaleCache;
 use super::{QueryError, failure_reply};
 use crate::dns::answer::{Outcome, Transport};
+use crate::dns::query::Asked;
 use crate::dns::wire;
 use crate::stats::WorkerStats;
 
@@ -52,7 +53,9 @@ struct Copy {
 
 struct Slot {
     live: bool,
-    client_id: u16,
+    /// What was read of the query (its ID, question, EDNS): the reply check, serve-stale and
+    /// the failure reply work from it, reading the query's bytes no more.
+    asked: Asked,
     client: SocketAddr,
     copies: [Copy; MAX_COPIES],
     sent: usize,
@@ -60,7 +63,6 @@ struct Slot {
     /// When the next copy goes out (`give_up` once no copy is left to send).
     next_at: Instant,
     give_up: Instant,
-    question_end: usize,
     /// The client's query, kept to re-send and to build the failure reply. Its buffer is reused
     /// from query to query.
     query: Vec<u8>,
@@ -177,6 +179,7 @@ enum Action {
     /// Nobody answered in time: send the client the failure reply for `scratch[range]`.
     GiveUp {
         client: SocketAddr,
+        asked: Asked,
         start: usize,
         end: usize,
     },
@@ -275,13 +278,13 @@ impl UdpRelay {
         let _ = self.waker.wake();
     }
 
-    /// Sends `query` upstream (its ID is rewritten in place). `Err` means it was not taken: the
-    /// caller answers with [`failure_reply`].
+    /// Sends `query` (read into `asked`) upstream; its ID is rewritten in place. `Err` means it
+    /// was not taken: the caller answers with [`failure_reply`].
     pub(crate) fn forward(
         &self,
         query: &mut [u8],
+        asked: &Asked,
         client: SocketAddr,
-        question_end: usize,
     ) -> Result<(), QueryError> {
         let now = Instant::now();
         let first = self.health.first();
@@ -295,14 +298,13 @@ impl UdpRelay {
             if index == t.slots.len() {
                 t.slots.push(Slot {
                     live: false,
-                    client_id: 0,
+                    asked: *asked,
                     client,
                     copies: [Copy::default(); MAX_COPIES],
                     sent: 0,
                     first_sent: now,
                     next_at: now,
                     give_up: now,
-                    question_end: 0,
                     query: Vec::new(),
                 });
             }
@@ -330,14 +332,13 @@ impl UdpRelay {
             let give_up = give_up_at(now, self.budget);
             let s = &mut t.slots[index];
             s.live = true;
-            s.client_id = u16::from_be_bytes([query[0], query[1]]);
+            s.asked = *asked;
             s.client = client;
             s.copies[..n].copy_from_slice(&copies[..n]);
             s.sent = n;
             s.first_sent = now;
             s.next_at = now + interval;
             s.give_up = give_up;
-            s.question_end = question_end;
             s.query.clear();
             s.query.extend_from_slice(query);
             let due = s.due();
@@ -380,11 +381,11 @@ impl UdpRelay {
             let ours = s.copies[..s.sent]
                 .iter()
                 .any(|c| c.id == h.id && c.upstream as usize == u);
-            if !ours || !reply_matches(reply, h.id, &s.query, s.question_end) {
+            if !ours || !reply_matches(reply, h.id, &s.query, s.asked.question.end()) {
                 return;
             }
             let (client, client_id, first_sent, sent) =
-                (s.client, s.client_id, s.first_sent, s.sent);
+                (s.client, s.asked.header.id, s.first_sent, s.sent);
             if sent == 1 {
                 // Karn's algorithm: only a query answered on its only copy measures the RTT.
                 t.rtt[u].sample(now.saturating_duration_since(first_sent));
@@ -394,7 +395,7 @@ impl UdpRelay {
             t.sleeping = false;
             if let Some(stale) = &self.stale {
                 let s = &t.slots[index];
-                stale.store(&s.query, s.question_end, reply, now);
+                stale.store(&s.query, &s.asked, reply, now);
             }
             t.release(index);
             (client, client_id, first_sent)
@@ -459,6 +460,7 @@ impl UdpRelay {
                 scratch.extend_from_slice(&s.query);
                 actions.push(Action::GiveUp {
                     client: s.client,
+                    asked: s.asked,
                     start,
                     end: scratch.len(),
                 });
@@ -542,10 +544,16 @@ impl UdpRelay {
                         self.stats.upstream_error(u);
                     }
                 }
-                Action::GiveUp { client, start, end } => {
+                Action::GiveUp {
+                    client,
+                    asked,
+                    start,
+                    end,
+                } => {
                     let query = &scratch[start..end];
                     let outcome = failure_reply(
                         query,
+                        &asked,
                         QueryError::Timeout,
                         self.stale.as_deref(),
                         Transport::Udp,
@@ -622,6 +630,7 @@ impl RelayLoop {
 mod tests {
     use super::*;
 
+    use crate::dns::query::Asked;
     use crate::upstream::health::test_health as health;
 
     #[test]
@@ -660,17 +669,17 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Table::new(1, 4, t0);
         for index in 0..2 {
+            let query = [0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
             t.slots.push(Slot {
                 live: true,
-                client_id: 0,
+                asked: Asked::read(&query).expect("readable"),
                 client: SocketAddr::from(([127, 0, 0, 1], 1)),
                 copies: [Copy::default(); MAX_COPIES],
                 sent: 0,
                 first_sent: t0,
                 next_at: t0,
                 give_up: t0,
-                question_end: 0,
-                query: Vec::new(),
+                query: query.to_vec(),
             });
             for k in 0..3 {
                 let id = t.take_id(index);
