@@ -3,7 +3,7 @@
 //! [`decide`] is the whole per-query decision over a [`Query`] read once: drop, answer locally
 //! (into the caller's reused buffer, no allocation), or forward the bytes unchanged. Every error
 //! of the query itself becomes an rcode here; a query that fails later (no upstream answered,
-//! no slot free) gets its reply from [`crate::upstream`]'s one failure path, written by
+//! no slot free) gets its reply from `upstream`'s one failure path, written by
 //! [`error_reply`].
 
 use crate::dns::query::{Asked, Query};
