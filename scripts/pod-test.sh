@@ -364,6 +364,7 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 expect "splitdns_mapping_reload_failures_total" 1 "$failures"
+expect "splitdns_mapping_source_rejected while the broken mapping stays" 1 "$(metric splitdns_mapping_source_rejected)"
 expect "db-0.db.example.com after the broken update (the old address)" 10.42.0.22 "$(lookup -4 db-0.db.example.com)"
 expect "db-1.db.example.com after the broken update" "10.42.0.13 fd00::13" "$(lookup db-1.db.example.com | tr ' ' '\n' | sort | paste -sd' ' -)"
 expect "mapping hash after the broken update (unchanged)" "$hash_v2" "$(mapping_hash)"
@@ -378,6 +379,7 @@ if [[ $ms =~ ^[0-9]+$ && $ms -le $UPDATE_LIMIT_MS ]]; then
     ok "fixed mapping served ${ms} ms after the swap"
 else bad "fixed mapping not served within $UPDATE_LIMIT_MS ms (got: $ms)"; fi
 expect "splitdns_mapping_reloads_total" 2 "$(metric splitdns_mapping_reloads_total)"
+expect "splitdns_mapping_source_rejected after the fix" 0 "$(metric splitdns_mapping_source_rejected)"
 expect_match "log: the reload says it recovered" '"message":"mapping reloaded".*"recovered":true' "$(splitdns_log)"
 
 # ---------------------------------------------------------------------------------------------

@@ -375,6 +375,18 @@ impl Collector for Metrics {
         )?;
         family(
             &mut e,
+            "splitdns_mapping_source_rejected",
+            "1 while the mapping source on disk is one that was rejected (the mapping in service is older).",
+            MetricType::Gauge,
+            &[(
+                vec![],
+                f64::from(u8::from(
+                    s.shared.reload.source_rejected.load(Ordering::Relaxed),
+                )),
+            )],
+        )?;
+        family(
+            &mut e,
             "splitdns_ready",
             "1 when /ready answers 200.",
             MetricType::Gauge,

@@ -206,6 +206,7 @@ fn metrics_move_with_traffic_and_reloads() {
     assert!(metric(&m1, &up_label) >= 1.0);
     assert_eq!(metric(&m1, "splitdns_mapping_entries"), 1.0);
     assert_eq!(metric(&m1, "splitdns_mapping_reloads_total"), 0.0);
+    assert_eq!(metric(&m1, "splitdns_mapping_source_rejected"), 0.0);
     assert!(m1.contains("splitdns_build_info{version="));
     assert!(m1.contains("splitdns_local_answer_seconds_bucket{le="));
 
@@ -250,4 +251,32 @@ fn metrics_move_with_traffic_and_reloads() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The gauge stays up while the bad source stays (the counter moved once, and stays)...
+    for _ in 0..3 {
+        d.running().reload_now();
+        std::thread::sleep(Duration::from_millis(50));
+        let m = get(admin(&d), "/metrics").1;
+        assert_eq!(metric(&m, "splitdns_mapping_source_rejected"), 1.0);
+        assert_eq!(metric(&m, "splitdns_mapping_reload_failures_total"), 1.0);
+    }
+    // ... and goes down when the source is put back to the mapping in service (nothing reloads).
+    std::fs::write(
+        &d.mapping_path,
+        "hosts:\n  a.example.com: 10.0.0.1\n  b.example.com: 10.0.0.2\n",
+    )
+    .unwrap();
+    d.running().reload_now();
+    common::eventually(Duration::from_secs(3), "the gauge back to 0", || {
+        metric(
+            &get(admin(&d), "/metrics").1,
+            "splitdns_mapping_source_rejected",
+        ) == 0.0
+    });
+    assert_eq!(
+        metric(
+            &get(admin(&d), "/metrics").1,
+            "splitdns_mapping_reloads_total"
+        ),
+        1.0
+    );
 }

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +40,9 @@ pub struct ReloadStats {
     pub failures: AtomicU64,
     /// Unix time (seconds) of the last successful load, start-up included.
     pub last_success_unix: AtomicU64,
+    /// True while the mapping source as it is now was rejected (the mapping in service is older
+    /// than it): what an alert needs, as the failure counter moves once per distinct error.
+    pub source_rejected: AtomicBool,
 }
 
 impl ReloadStats {
@@ -267,6 +270,7 @@ impl State {
         };
         if source.hash == self.current_hash {
             if self.last_error.take().is_some() {
+                self.stats.source_rejected.store(false, Ordering::Relaxed);
                 info!(hash = %short_hash(source.hash), "mapping source is valid again (unchanged from the mapping in service)");
             } else if force {
                 info!(hash = %short_hash(source.hash), "mapping unchanged; nothing to reload");
@@ -287,6 +291,7 @@ impl State {
         self.stats.reloads.fetch_add(1, Ordering::Relaxed);
         self.stats.stamp();
         let recovered = self.last_error.take().is_some();
+        self.stats.source_rejected.store(false, Ordering::Relaxed);
         info!(
             names,
             v4,
@@ -299,6 +304,7 @@ impl State {
     }
 
     fn failed(&mut self, e: MappingError) {
+        self.stats.source_rejected.store(true, Ordering::Relaxed);
         let message = e.to_string();
         if self.last_error.as_deref() == Some(message.as_str()) {
             return;
