@@ -165,6 +165,17 @@ fn unreachable_only_upstream_is_retried_until_the_budget_ends() {
     let m = d.stats();
     assert!(m.upstream_retransmits() >= 1, "{m:?}");
     assert!(m.upstreams[0].errors >= 1, "ICMP errors are counted: {m:?}");
+    // Refused, not silent: the SERVFAIL says "Network Error" (RFC 8914 §4.24) to an EDNS client,
+    // over UDP and TCP alike.
+    let q = with_edns(query("www.example.org.", RecordType::A), 1232, &[])
+        .to_vec()
+        .unwrap();
+    let r = udp_raw(d.udp, &q, Duration::from_secs(2)).expect("a SERVFAIL");
+    assert_eq!(r[3] & 0x0f, 2);
+    assert_eq!(common::ede(&r), Some(23), "{r:02x?}");
+    let r = common::tcp_raw(d.tcp, &q);
+    assert_eq!(r[3] & 0x0f, 2);
+    assert_eq!(common::ede(&r), Some(23), "{r:02x?}");
 }
 
 #[test]

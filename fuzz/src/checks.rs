@@ -503,7 +503,7 @@ pub fn query_path(data: &[u8]) {
         out.fill(0xA5);
         // Only a query that was forwarded (so its question reads) can fail upstream.
         let asked = Asked::read(data);
-        let r = asked.and_then(|asked| answer::error_reply(data, &asked, 2, out));
+        let r = asked.and_then(|asked| answer::error_reply(data, &asked, 2, Some(22), out));
         let ctx = || format!("error_reply -> {r:?}\n query {}", hex(data));
         match r {
             None => assert!(

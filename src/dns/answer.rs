@@ -313,22 +313,43 @@ pub fn records_reply(
 }
 
 /// Builds the reply with rcode `rc` to a query we could not complete (`SERVFAIL` after the
-/// upstreams failed), from what was read of it: the question and the query's EDNS echoed.
-/// `out` must hold 512 octets (header, question and OPT are at most 12 + 259 + 11).
-pub fn error_reply(msg: &[u8], asked: &Asked, rc: u8, out: &mut [u8]) -> Option<usize> {
+/// upstreams failed), from what was read of it: the question and the query's EDNS echoed, with
+/// the Extended DNS Error `ede` (RFC 8914 §2: an EDNS option, so only when the query had EDNS).
+/// `out` must hold 512 octets (header, question, OPT and EDE are at most 12 + 259 + 11 + 6).
+pub fn error_reply(
+    msg: &[u8],
+    asked: &Asked,
+    rc: u8,
+    ede: Option<u16>,
+    out: &mut [u8],
+) -> Option<usize> {
     if out.len() < HEADER_LEN {
         return None;
     }
     let limit = out.len().min(u16::MAX as usize);
     let mut w = Writer::new(out, limit);
-    Some(w.reply(
+    let edns = asked.edns(msg);
+    let len = w.reply(
         msg,
         &asked.header,
         Some(&asked.question),
-        asked.edns(msg),
+        edns,
         u16::from(rc),
-    ))
+    );
+    if let (Some(code), Some(_)) = (ede, edns)
+        && wire::u16_at(w.buf, 10) == Ok(1)
+    {
+        // Our OPT is the last record (ARCOUNT 1) and has empty RDATA: give it the one option.
+        let c = code.to_be_bytes();
+        if w.put(&[0, EDE_OPTION, 0, 2, c[0], c[1]]).is_ok() {
+            w.set_u16(len - 2, 6);
+        }
+    }
+    Some(w.len)
 }
+
+/// EDNS option code of an Extended DNS Error (RFC 8914 §2).
+const EDE_OPTION: u8 = 15;
 
 /// An error reply to a query that is not (or cannot be) answered: the header, the question when
 /// there is exactly one and it reads (as knot does), and an OPT when the query has a readable

@@ -38,6 +38,10 @@ pub(crate) enum QueryError {
     /// No upstream answered within the budget (`--upstream-timeout`).
     #[error("no upstream answered within the budget")]
     Timeout,
+    /// The budget ended with the upstreams refusing the query (ICMP port unreachable, TCP
+    /// connection refused or reset), not silent: typically an upstream restarting.
+    #[error("the upstreams refused the query until the budget ended")]
+    Unreachable,
     /// The queue of alias queries for the resolver is full.
     #[error("alias queue full")]
     AliasQueueFull,
@@ -49,9 +53,30 @@ pub(crate) enum QueryError {
     AliasTooDeep,
 }
 
+impl QueryError {
+    /// The Extended DNS Error (RFC 8914 §4) that says why, in the SERVFAIL's OPT: 22 "No
+    /// Reachable Authority" for silence (as Cloudflare's and Google's resolvers use it for
+    /// timeouts), 23 "Network Error" for refusals; nothing where no code says more than the
+    /// rcode (shed, alias lookups).
+    fn extended_error(self) -> Option<u16> {
+        match self {
+            QueryError::Timeout => Some(22),
+            QueryError::Unreachable => Some(23),
+            _ => None,
+        }
+    }
+
+    /// Whether serve-stale may answer instead (RFC 8767 §5: when the upstreams cannot refresh
+    /// the answer, not when we declined to ask them).
+    fn may_serve_stale(self) -> bool {
+        matches!(self, QueryError::Timeout | QueryError::Unreachable)
+    }
+}
+
 /// Writes into `out` what the client gets for the query `query` (read earlier into `asked`)
-/// that failed with `err`: a stale answer after a [`QueryError::Timeout`] when serve-stale has
-/// one (RFC 8767), SERVFAIL otherwise (with the question and EDNS echoed). Reads nothing of the
+/// that failed with `err`: a stale answer after a [`QueryError::Timeout`] or
+/// [`QueryError::Unreachable`] when serve-stale has one (RFC 8767), SERVFAIL otherwise (with the
+/// question and EDNS echoed, and an Extended DNS Error where one applies). Reads nothing of the
 /// query again.
 pub(crate) fn failure_reply(
     query: &[u8],
@@ -63,7 +88,7 @@ pub(crate) fn failure_reply(
 ) -> Outcome {
     // A forwarded query's records were never read: read them once for all that follows.
     let asked = &asked.with_extras(query);
-    if err == QueryError::Timeout
+    if err.may_serve_stale()
         && let Some(stale) = stale
     {
         // The client's own limit, not ours: the kept reply is the upstream's, sized for it.
@@ -80,9 +105,69 @@ pub(crate) fn failure_reply(
     // Header, question and OPT: at most 12 + 255 + 4 + 11 octets.
     out.clear();
     out.resize(CLASSIC_UDP_SIZE, 0);
-    match answer::error_reply(query, asked, rcode::SERVFAIL, out) {
+    match answer::error_reply(query, asked, rcode::SERVFAIL, err.extended_error(), out) {
         Some(len) => out.truncate(len),
         None => out.clear(),
     }
     Outcome::ServFail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `www.example.org A`, with an OPT record (1232, DO) when `edns`.
+    fn query(edns: bool) -> Vec<u8> {
+        let mut m = vec![0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+        m.extend_from_slice(b"\x03www\x07example\x03org\x00\x00\x01\x00\x01");
+        if edns {
+            m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+        }
+        m
+    }
+
+    /// What the client gets for each error: SERVFAIL with the question, the OPT when asked with
+    /// one, and in it the Extended DNS Error that says why, where one does.
+    #[test]
+    fn every_error_is_a_servfail_with_the_extended_error_that_says_why() {
+        let rows = [
+            (QueryError::Timeout, Some(22u16)),
+            (QueryError::Unreachable, Some(23)),
+            (QueryError::Shed, None),
+            (QueryError::AliasQueueFull, None),
+            (QueryError::AliasFailed, None),
+            (QueryError::AliasTooDeep, None),
+        ];
+        for (err, ede) in rows {
+            for edns in [false, true] {
+                let q = query(edns);
+                let asked = Asked::read(&q).expect("readable");
+                let mut out = Vec::new();
+                let outcome = failure_reply(&q, &asked, err, None, Transport::Udp, &mut out);
+                let what = format!("{err:?}, EDNS {edns}");
+                assert_eq!(outcome, Outcome::ServFail, "{what}");
+                assert_eq!(out[..2], [0xbe, 0xef], "{what}");
+                assert_eq!(out[3] & 0x0f, rcode::SERVFAIL, "{what}");
+                let question_end = q.len() - if edns { 11 } else { 0 };
+                assert_eq!(out[12..question_end], q[12..question_end], "{what}");
+                let opt = &out[question_end..];
+                match (edns, ede) {
+                    (false, _) => assert!(opt.is_empty() && out[11] == 0, "{what}: no OPT"),
+                    (true, None) => {
+                        assert_eq!(opt, [0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0], "{what}")
+                    }
+                    (true, Some(code)) => {
+                        let c = code.to_be_bytes();
+                        assert_eq!(
+                            opt,
+                            [
+                                0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 6, 0, 15, 0, 2, c[0], c[1]
+                            ],
+                            "{what}: OPT with one EDE option"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

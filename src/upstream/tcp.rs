@@ -71,7 +71,13 @@ impl TcpForwarder {
         loop {
             let now = Instant::now();
             if now >= give_up {
-                return Err(QueryError::Timeout);
+                // Every attempt made ended in an error (connection refused, reset, a reply that
+                // did not match) and none is still waiting: the upstreams refused, not were slow.
+                return Err(if failures > 0 && failures == attempts {
+                    QueryError::Unreachable
+                } else {
+                    QueryError::Timeout
+                });
             }
             if now >= next_at && attempts < MAX_ATTEMPTS && open.len() < MAX_OPEN {
                 let id: u16 = rand::random();

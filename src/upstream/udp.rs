@@ -59,6 +59,9 @@ struct Slot {
     client: SocketAddr,
     copies: [Copy; MAX_COPIES],
     sent: usize,
+    /// The upstream of the last copy refused it (ICMP port unreachable) and no copy went out
+    /// since: a give-up now is [`QueryError::Unreachable`], not a timeout.
+    refused: bool,
     first_sent: Instant,
     /// When the next copy goes out (`give_up` once no copy is left to send).
     next_at: Instant,
@@ -180,6 +183,7 @@ enum Action {
     GiveUp {
         client: SocketAddr,
         asked: Asked,
+        err: QueryError,
         start: usize,
         end: usize,
     },
@@ -302,6 +306,7 @@ impl UdpRelay {
                     client,
                     copies: [Copy::default(); MAX_COPIES],
                     sent: 0,
+                    refused: false,
                     first_sent: now,
                     next_at: now,
                     give_up: now,
@@ -336,6 +341,7 @@ impl UdpRelay {
             s.client = client;
             s.copies[..n].copy_from_slice(&copies[..n]);
             s.sent = n;
+            s.refused = false;
             s.first_sent = now;
             s.next_at = now + interval;
             s.give_up = give_up;
@@ -415,18 +421,21 @@ impl UdpRelay {
 
     /// ICMP port unreachable from `u` (the upstream's host is up, its DNS server is not, e.g.
     /// restarting). Not the end of any query: with other upstreams, the queries waiting on `u`
-    /// move on at once; with `u` alone they keep their re-send schedule within the budget.
+    /// move on at once; with `u` alone they keep their re-send schedule within the budget. The
+    /// error cannot be tied to one copy (one connected socket per upstream), so every query whose
+    /// last copy went to `u` is marked refused until its next copy.
     fn on_refused(&self, u: usize, now: Instant) {
         self.stats.upstream_error(u);
-        if self.health.count() < 2 {
-            return;
-        }
+        let move_on = self.health.count() >= 2;
         let mut t = self.lock();
         let mut any = false;
         for s in t.slots.iter_mut().filter(|s| s.live && s.sent > 0) {
-            if s.copies[s.sent - 1].upstream as usize == u && s.sent < MAX_COPIES {
-                s.next_at = now;
-                any = true;
+            if s.copies[s.sent - 1].upstream as usize == u {
+                s.refused = true;
+                if move_on && s.sent < MAX_COPIES {
+                    s.next_at = now;
+                    any = true;
+                }
             }
         }
         if any {
@@ -461,6 +470,11 @@ impl UdpRelay {
                 actions.push(Action::GiveUp {
                     client: s.client,
                     asked: s.asked,
+                    err: if s.refused {
+                        QueryError::Unreachable
+                    } else {
+                        QueryError::Timeout
+                    },
                     start,
                     end: scratch.len(),
                 });
@@ -486,6 +500,7 @@ impl UdpRelay {
                             upstream: target as u8,
                         };
                         s.sent = sent;
+                        s.refused = false;
                         let start = scratch.len();
                         scratch.extend_from_slice(&s.query);
                         scratch[start..start + 2].copy_from_slice(&id.to_be_bytes());
@@ -547,6 +562,7 @@ impl UdpRelay {
                 Action::GiveUp {
                     client,
                     asked,
+                    err,
                     start,
                     end,
                 } => {
@@ -554,7 +570,7 @@ impl UdpRelay {
                     let outcome = failure_reply(
                         query,
                         &asked,
-                        QueryError::Timeout,
+                        err,
                         self.stale.as_deref(),
                         Transport::Udp,
                         &mut out,
@@ -676,6 +692,7 @@ mod tests {
                 client: SocketAddr::from(([127, 0, 0, 1], 1)),
                 copies: [Copy::default(); MAX_COPIES],
                 sent: 0,
+                refused: false,
                 first_sent: t0,
                 next_at: t0,
                 give_up: t0,

@@ -279,3 +279,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (status, body)
 }
+
+/// The Extended DNS Error code (RFC 8914) of one of splitdns's own replies, whose OPT record is
+/// last and carries at most this one option.
+pub fn ede(reply: &[u8]) -> Option<u16> {
+    let n = reply.len();
+    (n >= 6 && reply[n - 6..n - 2] == [0, 15, 0, 2])
+        .then(|| u16::from_be_bytes([reply[n - 2], reply[n - 1]]))
+}
