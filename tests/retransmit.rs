@@ -364,3 +364,33 @@ fn serve_stale_answers_only_while_the_upstream_fails() {
     assert_eq!(m.get(Outcome::Stale), 2);
     assert_eq!(m.get(Outcome::ServFail), 1);
 }
+
+/// Serve-stale after the upstream is gone (its port closed: refused, not silent): an EDNS client
+/// gets the last good reply with TTL 30 and EDE 3 "Stale Answer" (RFC 8914 §4.4); a name never
+/// answered gets SERVFAIL with EDE 23 "Network Error".
+#[test]
+fn stale_answers_say_so_and_servfail_says_why_once_the_upstream_is_gone() {
+    let up = common::upstream::start();
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_millis(500);
+        c.serve_stale = Some(Duration::from_secs(3600));
+    });
+    let q = common::with_edns(query("www.example.org.", RecordType::A), 1232, &[])
+        .to_vec()
+        .unwrap();
+    let fresh = common::udp_raw(d.udp, &q, Duration::from_secs(2)).expect("a reply");
+    assert_eq!(common::ede(&fresh), None, "a fresh answer carries no EDE");
+    drop(up);
+    let stale = common::udp_raw(d.udp, &q, Duration::from_secs(2)).expect("a stale reply");
+    let m = Message::from_vec(&stale).expect("parseable");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.first().map(|r| r.ttl), Some(30));
+    assert_eq!(common::ede(&stale), Some(3), "{stale:02x?}");
+    let never = common::with_edns(query("never.example.org.", RecordType::A), 1232, &[])
+        .to_vec()
+        .unwrap();
+    let r = common::udp_raw(d.udp, &never, Duration::from_secs(2)).expect("a SERVFAIL");
+    assert_eq!(r[3] & 0x0f, 2);
+    assert_eq!(common::ede(&r), Some(23), "{r:02x?}");
+    assert_eq!(d.stats().get(Outcome::Stale), 1);
+}

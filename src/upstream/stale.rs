@@ -20,6 +20,8 @@ use crate::dns::wire::{self, HEADER_LEN, MAX_NAME_WIRE, flag, rcode, rtype};
 
 /// RFC 8767 §4: the TTL of a stale answer.
 pub(crate) const STALE_TTL: u32 = 30;
+/// RFC 8914 §4.4: the Extended DNS Error of a stale answer.
+const EDE_STALE_ANSWER: u8 = 3;
 /// A reply for a question stored less than this long ago is not stored again (saves copying
 /// every reply of a busy name).
 const REFRESH: Duration = Duration::from_secs(1);
@@ -192,8 +194,11 @@ impl StaleCache {
             return false;
         };
         let mut ttls = Vec::new();
+        let mut opt_at = None;
         if wire::for_each_record(out, &header, question_end, |t, at| {
-            if t != rtype::OPT {
+            if t == rtype::OPT {
+                opt_at = Some(at);
+            } else {
                 ttls.push(at);
             }
         })
@@ -203,6 +208,17 @@ impl StaleCache {
         }
         for at in ttls {
             out[at..at + 4].copy_from_slice(&STALE_TTL.to_be_bytes());
+        }
+        // RFC 8914 §4.4: say it is stale, with EDE 3 "Stale Answer" in the OPT (present when the
+        // client asked with EDNS: the key keeps the shapes apart) when the OPT is the last record,
+        // so the option can go at its end, and the client's size allows 6 more octets.
+        if let Some(at) = opt_at
+            && let Ok(rdlen) = wire::u16_at(out, at + 4)
+            && at + 6 + rdlen as usize == out.len()
+            && out.len() + 6 <= limit
+        {
+            out.extend_from_slice(&[0, 15, 0, 2, 0, EDE_STALE_ANSWER]);
+            out[at + 4..at + 6].copy_from_slice(&(rdlen + 6).to_be_bytes());
         }
         true
     }
@@ -265,6 +281,40 @@ mod tests {
         ));
         // Too big for the client.
         assert!(!c.answer(&spelled, &asked(&spelled), 20, &mut out, t0));
+    }
+
+    /// An EDNS client's stale answer says so: EDE 3 in its OPT (RFC 8914 §4.4), if it fits.
+    #[test]
+    fn a_stale_answer_to_an_edns_client_carries_ede_3() {
+        let c = StaleCache::new(1 << 20, Duration::from_secs(60));
+        let mut q = query(b"\x03www\x07example\x03org\x00", 1);
+        q[11] = 1;
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        let question_end = q.len() - 11;
+        // The upstream's reply: the question, one A record, its OPT.
+        let mut r = reply(&q[..question_end], 300);
+        r[11] = 1;
+        r.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        let t0 = Instant::now();
+        c.store(&q, &asked(&q), &r, t0);
+        let mut out = Vec::new();
+        assert!(c.answer(&q, &asked(&q), 1232, &mut out, t0));
+        assert_eq!(out.len(), r.len() + 6);
+        assert_eq!(
+            &out[r.len() - 2..],
+            &[0, 6, 0, 15, 0, 2, 0, 3],
+            "RDLEN 6, EDE 3"
+        );
+        // No room for it: the stale answer without it.
+        assert!(c.answer(&q, &asked(&q), r.len(), &mut out, t0));
+        assert_eq!(out.len(), r.len());
+        // Without EDNS nothing is added (and nothing of the EDNS entry is used).
+        let plain = &q[..question_end];
+        let mut plain = plain.to_vec();
+        plain[11] = 0;
+        c.store(&plain, &asked(&plain), &reply(&plain, 300), t0);
+        assert!(c.answer(&plain, &asked(&plain), 512, &mut out, t0));
+        assert_eq!(out.len(), reply(&plain, 300).len());
     }
 
     #[test]
