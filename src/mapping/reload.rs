@@ -286,12 +286,14 @@ impl State {
     fn publish(&mut self, snapshot: Snapshot, t0: Instant) {
         let (names, v4, v6) = snapshot.summary();
         let hash = snapshot.content_hash;
-        self.shared.store(Arc::new(snapshot));
-        self.current_hash = hash;
+        // Counted before it is visible, so that whoever sees the new answers sees the reload
+        // counted (found by a test under CPU load: the answer came before the count).
         self.stats.reloads.fetch_add(1, Ordering::Relaxed);
         self.stats.stamp();
-        let recovered = self.last_error.take().is_some();
         self.stats.source_rejected.store(false, Ordering::Relaxed);
+        self.shared.store(Arc::new(snapshot));
+        self.current_hash = hash;
+        let recovered = self.last_error.take().is_some();
         info!(
             names,
             v4,
