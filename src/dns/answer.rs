@@ -115,6 +115,17 @@ pub fn decide(
     }
     // RFC 1035 §4.1.1: only standard queries; NOTIFY, UPDATE, ... are not implemented here.
     if header.opcode() != 0 {
+        // RFC 8945 §5.2: a signature is checked before anything else is acted on, the opcode
+        // included, and we hold no keys: a signed NOTIFY or UPDATE gets NOTAUTH / BADKEY (as
+        // knot answers it). Such messages are never forwarded, whoever's the name.
+        if let (Some(question), Ok(extras)) = (query.question(), query.extras())
+            && let Some(Ok(tsig)) = extras.tsig
+        {
+            let limit = reply_limit(transport, extras.edns).min(out.len());
+            let mut w = Writer::new(out, limit);
+            let (len, outcome) = w.notauth(query.bytes(), header, question, extras.edns, &tsig);
+            return Decision::Reply { len, outcome };
+        }
         return error(query, rcode::NOTIMP, Outcome::NotImp, out);
     }
     // RFC 1035 §4.1.2 allows several questions in theory; in practice exactly one (RFC 9619).
@@ -944,6 +955,9 @@ rules:
             // Opcode and question count: OPT exactly when the query had one.
             ("NOTIFY", Udp, q(DB0, rtype::SOA).opcode(4).bytes(), R(NOTIMP, false, false, [1, 0, 0, 0], O::NotImp)),
             ("UPDATE, EDNS", Udp, q(DB0, rtype::SOA).opcode(5).edns(1232).bytes(), R(NOTIMP, false, false, [1, 0, 0, 1], O::NotImp)),
+            ("NOTIFY, TSIG: the signature first", Udp, q(DB0, rtype::SOA).opcode(4).tsig(2).bytes(), R(NOTAUTH, false, false, [1, 0, 0, 1], O::NotAuth)),
+            ("UPDATE of a zone not ours, EDNS, TSIG", Tcp, q("example.org", rtype::SOA).opcode(5).edns(1232).tsig(2).bytes(), R(NOTAUTH, false, false, [1, 0, 0, 2], O::NotAuth)),
+            ("NOTIFY, TSIG misplaced: NOTIMP", Udp, q(DB0, rtype::SOA).opcode(4).tsig(1).bytes(), R(NOTIMP, false, false, [1, 0, 0, 0], O::NotImp)),
             ("opcode 15 without a question, EDNS", Udp, Q::none().opcode(15).edns(1232).bytes(), R(NOTIMP, false, false, [0, 0, 0, 1], O::NotImp)),
             ("QDCOUNT 0", Udp, Q::none().bytes(), R(FORMERR, false, false, [0, 0, 0, 0], O::FormErr)),
             ("QDCOUNT 0, EDNS right after the header", Udp, Q::none().edns(1232).bytes(), R(FORMERR, false, false, [0, 0, 0, 1], O::FormErr)),
