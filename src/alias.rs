@@ -120,9 +120,27 @@ impl AliasResolver {
             .as_ref()
     }
 
-    /// The complete reply to the alias query `query` (read into `asked`) and its outcome, or
-    /// why there is none (the caller answers with [`crate::upstream::failure_reply`]).
-    pub(crate) async fn answer(
+    /// What the client gets for the alias query `query` (read into `asked`), and its outcome:
+    /// the answer, or the failure reply (never stale: serve-stale keeps forwarded replies only).
+    /// Both transports send this.
+    pub(crate) async fn reply(
+        &self,
+        query: &[u8],
+        asked: &Asked,
+        transport: Transport,
+    ) -> (Vec<u8>, Outcome) {
+        match self.answer(query, asked, transport).await {
+            Ok(r) => r,
+            Err(e) => {
+                let mut out = Vec::new();
+                let outcome = failure_reply(query, asked, e, None, transport, &mut out);
+                (out, outcome)
+            }
+        }
+    }
+
+    /// The complete reply to an alias query and its outcome, or why there is none.
+    async fn answer(
         &self,
         query: &[u8],
         asked: &Asked,
@@ -269,18 +287,7 @@ pub(crate) async fn run_udp(resolver: Arc<AliasResolver>, mut jobs: mpsc::Receiv
     while let Some(job) = jobs.recv().await {
         let resolver = resolver.clone();
         tokio::spawn(async move {
-            let (reply, outcome) = match resolver
-                .answer(&job.query, &job.asked, Transport::Udp)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let mut out = Vec::new();
-                    let outcome =
-                        failure_reply(&job.query, &job.asked, e, None, Transport::Udp, &mut out);
-                    (out, outcome)
-                }
-            };
+            let (reply, outcome) = resolver.reply(&job.query, &job.asked, Transport::Udp).await;
             job.stats.count(outcome);
             if !reply.is_empty() {
                 let _ = job.socket.send_to(&reply, job.peer);

@@ -152,21 +152,24 @@ fn decide(
         stats.count(Outcome::Dropped);
         (Next::Drop, Outcome::Dropped.label())
     };
-    match (decision, query.asked()) {
-        (Decision::Reply { len, outcome }, _) => {
+    // Forward and Alias come only with a readable question (so `asked()` is `Some`); stay total
+    // anyway. A local answer never needs `asked()`.
+    match decision {
+        Decision::Reply { len, outcome } => {
             stats.count(outcome);
             (Next::Reply(len), outcome.label())
         }
         // Our own loop-check query came back: do not send it round again.
-        (Decision::Forward { .. }, _) if shared.loop_guard.is_our_probe(query.name_lower()) => {
-            dropped()
-        }
-        (Decision::Forward { .. }, Some(asked)) => (Next::Forward(asked), "forwarding"),
-        (Decision::Alias { .. }, Some(asked)) => (Next::Alias(asked), "alias"),
-        // Forward and Alias come only with a readable question; stay total anyway.
-        (Decision::Forward { .. } | Decision::Alias { .. }, None) | (Decision::Drop, _) => {
-            dropped()
-        }
+        Decision::Forward { .. } if shared.loop_guard.is_our_probe(query.name_lower()) => dropped(),
+        Decision::Forward { .. } => match query.asked() {
+            Some(asked) => (Next::Forward(asked), "forwarding"),
+            None => dropped(),
+        },
+        Decision::Alias { .. } => match query.asked() {
+            Some(asked) => (Next::Alias(asked), "alias"),
+            None => dropped(),
+        },
+        Decision::Drop => dropped(),
     }
 }
 

@@ -349,36 +349,23 @@ fn spawn_forward(
 ) {
     state.busy.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
-        let mut reply = Vec::new();
-        let (asked, result, stale) = match pending {
-            Pending::Alias(asked) => {
-                let r = match ctx
-                    .shared
-                    .alias
-                    .answer(&query, &asked, Transport::Tcp)
-                    .await
-                {
-                    Ok((r, outcome)) => {
-                        reply = r;
-                        Ok(outcome)
-                    }
-                    Err(e) => Err(e),
-                };
-                // Serve-stale keeps forwarded replies only.
-                (asked, r, None)
-            }
+        let (reply, outcome) = match pending {
+            Pending::Alias(asked) => ctx.shared.alias.reply(&query, &asked, Transport::Tcp).await,
             Pending::Forward(asked) => {
-                let r = ctx
+                let mut reply = Vec::new();
+                let outcome = match ctx
                     .forwarder
                     .forward(&query, &asked, &mut reply, &ctx.stats)
                     .await
-                    .map(|()| Outcome::Forwarded);
-                (asked, r, ctx.shared.stale.as_deref())
+                {
+                    Ok(()) => Outcome::Forwarded,
+                    Err(e) => {
+                        let stale = ctx.shared.stale.as_deref();
+                        failure_reply(&query, &asked, e, stale, Transport::Tcp, &mut reply)
+                    }
+                };
+                (reply, outcome)
             }
-        };
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => failure_reply(&query, &asked, e, stale, Transport::Tcp, &mut reply),
         };
         ctx.stats.count(outcome);
         if !reply.is_empty() {
