@@ -351,16 +351,12 @@ pub fn error_reply(
         && wire::u16_at(w.buf, 10) == Ok(1)
     {
         // Our OPT is the last record (ARCOUNT 1) and has empty RDATA: give it the one option.
-        let c = code.to_be_bytes();
-        if w.put(&[0, EDE_OPTION, 0, 2, c[0], c[1]]).is_ok() {
+        if w.put(&wire::ede::option(code)).is_ok() {
             w.set_u16(len - 2, 6);
         }
     }
     Some(w.len)
 }
-
-/// EDNS option code of an Extended DNS Error (RFC 8914 §2).
-const EDE_OPTION: u8 = 15;
 
 /// An error reply to a query that is not (or cannot be) answered: the header, the question when
 /// there is exactly one and it reads (as knot does), and an OPT when the query has a readable

@@ -50,6 +50,22 @@ pub mod rcode {
     pub const BADKEY: u16 = 17;
 }
 
+/// Extended DNS Errors (RFC 8914): the INFO-CODEs we send, and the option that carries one.
+pub mod ede {
+    /// §4.4: an answer served stale (RFC 8767).
+    pub const STALE_ANSWER: u16 = 3;
+    /// §4.23: no upstream answered (silence).
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
+    /// §4.24: the upstreams refused (ICMP port unreachable, TCP refused or reset).
+    pub const NETWORK_ERROR: u16 = 23;
+
+    /// The EDNS option carrying `code` and no EXTRA-TEXT (§2: OPTION-CODE 15, OPTION-LENGTH 2).
+    pub fn option(code: u16) -> [u8; 6] {
+        let c = code.to_be_bytes();
+        [0, 15, 0, 2, c[0], c[1]]
+    }
+}
+
 /// Header flag bits in the second 16-bit word (RFC 1035 §4.1.1, RFC 4035 §3.2 for AD/CD).
 pub mod flag {
     pub const QR: u16 = 0x8000;

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use crate::dns::answer::{self, Outcome, Transport};
 use crate::dns::query::Asked;
-use crate::dns::wire::{CLASSIC_UDP_SIZE, rcode};
+use crate::dns::wire::{CLASSIC_UDP_SIZE, ede, rcode};
 use stale::StaleCache;
 
 /// Why a forwarded query got no upstream reply.
@@ -60,8 +60,8 @@ impl QueryError {
     /// rcode (shed, alias lookups).
     fn extended_error(self) -> Option<u16> {
         match self {
-            QueryError::Timeout => Some(22),
-            QueryError::Unreachable => Some(23),
+            QueryError::Timeout => Some(ede::NO_REACHABLE_AUTHORITY),
+            QueryError::Unreachable => Some(ede::NETWORK_ERROR),
             _ => None,
         }
     }

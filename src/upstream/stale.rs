@@ -20,8 +20,6 @@ use crate::dns::wire::{self, HEADER_LEN, MAX_NAME_WIRE, flag, rcode, rtype};
 
 /// RFC 8767 §4: the TTL of a stale answer.
 pub(crate) const STALE_TTL: u32 = 30;
-/// RFC 8914 §4.4: the Extended DNS Error of a stale answer.
-const EDE_STALE_ANSWER: u8 = 3;
 /// A reply for a question stored less than this long ago is not stored again (saves copying
 /// every reply of a busy name).
 const REFRESH: Duration = Duration::from_secs(1);
@@ -217,7 +215,7 @@ impl StaleCache {
             && at + 6 + rdlen as usize == out.len()
             && out.len() + 6 <= limit
         {
-            out.extend_from_slice(&[0, 15, 0, 2, 0, EDE_STALE_ANSWER]);
+            out.extend_from_slice(&wire::ede::option(wire::ede::STALE_ANSWER));
             out[at + 4..at + 6].copy_from_slice(&(rdlen + 6).to_be_bytes());
         }
         true
