@@ -348,12 +348,6 @@ fn query_log_lines_are_the_same_over_udp_and_tcp() {
         "hosts:\n  db-0.db.example.com: 10.42.0.12\nrules:\n  - host: alias.example.com\n    result: www.example.org\n",
     );
     let mut p = start(&serve_args(mapping, up.addr, &["--query-log"]));
-    let tcp_addr = p
-        .startup
-        .iter()
-        .find_map(|l| l.split("listening on tcp ").nth(1))
-        .map(|a| a.trim().parse::<std::net::SocketAddr>().unwrap())
-        .expect("a tcp listener");
     let names = [
         ("Db-0.db.example.com.", "local_answer"),
         ("Alias.example.com.", "alias"),
@@ -361,7 +355,8 @@ fn query_log_lines_are_the_same_over_udp_and_tcp() {
     ];
     for (name, _) in names {
         let q = query(name, RecordType::A);
-        let (u, t) = (udp(p.addr, &q), common::tcp(tcp_addr, &q));
+        // TCP listens on the same address (checked by binary_logs_its_real_port_answers_and_exits_0_on_sigterm).
+        let (u, t) = (udp(p.addr, &q), common::tcp(p.addr, &q));
         assert_eq!(u.answers.len(), 1, "{name} over UDP");
         assert_eq!(u.answers, t.answers, "{name}: the same answer over TCP");
     }

@@ -205,10 +205,10 @@ fn black_hole_gets_servfail_within_the_budget_never_silence() {
     assert!(m.upstream_timeouts() >= 1, "timeouts are counted");
     assert_eq!(m.get(Outcome::ServFail), 5);
     // Silence: "No Reachable Authority" (RFC 8914 §4.23) to an EDNS client, none without EDNS.
-    let mut q = query("www.example.org.", RecordType::A);
-    let plain = q.to_vec().unwrap();
-    q.set_edns(hickory_proto::op::Edns::new());
-    let with_opt = q.to_vec().unwrap();
+    let plain = query("www.example.org.", RecordType::A).to_vec().unwrap();
+    let with_opt = common::with_edns(query("www.example.org.", RecordType::A), 1232, &[])
+        .to_vec()
+        .unwrap();
     let r = common::udp_raw(d.udp, &with_opt, Duration::from_secs(2)).expect("a SERVFAIL");
     assert_eq!(common::ede(&r), Some(22), "{r:02x?}");
     // Over TCP this upstream closes the connections it does not answer: an error on every

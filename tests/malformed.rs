@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, query, tcp_raw, udp, udp_raw, upstream};
+use common::{Daemon, header, query, tcp_raw, udp, udp_raw, upstream};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use splitdns::dns::answer::Outcome;
@@ -16,13 +16,6 @@ const SHORT: Duration = Duration::from_millis(300);
 fn good_query_still_works(d: &Daemon) {
     let r = udp(d.udp, &query("db-0.db.example.com.", RecordType::A));
     assert_eq!(r.answers.len(), 1, "the server still answers");
-}
-
-fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
-    [id, flags, qd, an, ns, ar]
-        .iter()
-        .flat_map(|w| w.to_be_bytes())
-        .collect()
 }
 
 const DB0: &[u8] = b"\x04db-0\x02db\x07example\x03com\x00\x00\x01\x00\x01";

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::faulty::{self, Act};
-use common::{Daemon, query, tcp, tcp_raw, udp, udp_raw, upstream};
+use common::{Daemon, header, query, tcp, tcp_raw, udp, udp_raw, upstream};
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::TSIG;
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
@@ -31,13 +31,6 @@ const SHORT: Duration = Duration::from_millis(300);
 const DB0: &[u8] = b"\x04Db-0\x02db\x07example\x03com\x00\x00\x01\x00\x01";
 /// OPT: root, type 41, UDP size 1232, extended rcode 0, version 0, DO set, no options.
 const OPT_DO: &[u8] = &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0];
-
-fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
-    [id, flags, qd, an, ns, ar]
-        .iter()
-        .flat_map(|w| w.to_be_bytes())
-        .collect()
-}
 
 fn parse(bytes: &[u8]) -> Message {
     Message::from_vec(bytes).expect("a parseable reply")

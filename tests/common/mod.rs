@@ -171,6 +171,14 @@ pub fn udp(addr: SocketAddr, msg: &Message) -> Message {
     reply
 }
 
+/// A DNS header from its six 16-bit words (ID, flags, QD/AN/NS/AR counts), for raw queries.
+pub fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
+    [id, flags, qd, an, ns, ar]
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .collect()
+}
+
 /// A message with its two-octet length prefix, as TCP carries it (RFC 1035 §4.2.2).
 pub fn framed(message: &[u8]) -> Vec<u8> {
     let mut f = (message.len() as u16).to_be_bytes().to_vec();
