@@ -126,7 +126,8 @@ fi
 podman --version
 runc --version | head -n1
 echo "podman configuration: CONTAINERS_CONF=$CONTAINERS_CONF"
-out=$(P info --format '{{.Host.OCIRuntime.Name}} {{.Host.CgroupsVersion}}' 2>&1) || podman_failed "$out" "podman does not work here"
+host_info=$(P info --format '{{.Host.OCIRuntime.Name}}, cgroups {{.Host.CgroupsVersion}}' 2>&1) ||
+    podman_failed "$host_info" "podman does not work here"
 P pod rm -f -t 0 "$POD" >/dev/null 2>&1 || true # left over by KEEP=1 or a killed run
 if ss -Hltn "sport = :$ADMIN_PORT" | grep -q .; then
     die "host port 127.0.0.1:$ADMIN_PORT is taken (set ADMIN_PORT)"
@@ -186,7 +187,7 @@ for i in "$IMAGE" "$CLIENT_IMAGE" "$UPSTREAM_IMAGE"; do P images --format '{{.Re
 if ! out=$(P run --rm --network none "$UPSTREAM_IMAGE" 2>&1) && ! grep -q '^usage: authd' <<<"$out"; then
     podman_failed "$out" "podman cannot run containers on this machine"
 fi
-echo "podman runs containers here (runtime $(P info --format '{{.Host.OCIRuntime.Name}}'), cgroups $(P info --format '{{.Host.CgroupsVersion}}'), storage $DRIVER)"
+echo "podman runs containers here (runtime $host_info, storage $DRIVER)"
 
 # ---------------------------------------------------------------------------------------------
 say "3. the pod, from $MANIFEST"

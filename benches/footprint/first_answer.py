@@ -5,9 +5,8 @@
 
 For each run: take the time, start CMD (fork + exec), send an A query for NAME to
 127.0.0.1:PORT every 2 ms until a NOERROR answer with at least one answer record
-arrives, take the time again, SIGTERM the daemon (SIGKILL after 5 s). Like
-benches/first_answer.py, generalised to any daemon and stricter about what counts as an
-answer (an RCODE other than NOERROR, or an empty answer, does not count). A run that gets
+arrives, take the time again, SIGTERM the daemon (SIGKILL after 5 s). Any daemon; an
+RCODE other than NOERROR, or an empty answer, does not count as an answer. A run that gets
 no answer in 10 s counts as a failure. Appends one JSON line: median / min / max in ms.
 """
 import json

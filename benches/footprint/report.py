@@ -66,7 +66,7 @@ def main():
                 continue
             fa = by["first_answer"].get(label, {})
             if "error" in i:
-                rows.append([label, t.get("workers_asked", ""), "gone"] + [""] * 9)
+                rows.append([label, t.get("workers_asked", ""), "gone"] + [""] * 8)  # 11 columns
                 continue
             goal = ""
             if t.get("kind") == "splitdns-dynamic":
@@ -122,7 +122,7 @@ def main():
             if not a:
                 continue
             if "error" in a:
-                rows.append([label, "gone"] + [""] * 9)
+                rows.append([label, "gone"] + [""] * 10)  # 12 columns
                 continue
             i = by["idle"].get(label, {})
             l = by["load"].get(label, {})
