@@ -13,6 +13,15 @@ use crate::config::{self, Config, ConfigError, MappingSource};
 /// `cargo run`).
 pub(crate) const DEFAULT_MAPPING: &str = "config/mapping.yaml";
 
+/// Where the KurrentDB operator's sidecar image finds its config when started without arguments
+/// (the incumbent's `main.go` default), and so where splitdns looks first.
+pub(crate) const OPERATOR_CONFIG: &str = "/dns.conf";
+
+/// Where DNS is served when neither `--listen` nor an operator config says: an unprivileged port,
+/// so that `cargo run` works as any user (the image and the manifests use 53).
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5353);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "splitdns",
@@ -30,10 +39,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate a mapping file or directory and print a summary (exit 0) or the errors with
-    /// line numbers (exit 1). Use it in CI and before writing the ConfigMap.
+    /// Validate a mapping file or directory, or the operator's JSON config, and print a summary
+    /// (exit 0) or the errors with line numbers (exit 1). Use it in CI and before writing the
+    /// ConfigMap.
     Check {
-        /// Mapping file or directory.
+        /// Mapping file or directory, or the operator's config (a JSON object).
         path: PathBuf,
     },
 }
@@ -41,23 +51,26 @@ pub enum Command {
 /// Serving flags (the default command).
 #[derive(Debug, Args)]
 pub struct Serve {
-    /// Address to serve DNS on, UDP and TCP (repeatable or comma-separated).
-    #[arg(
-        long,
-        env = "SPLITDNS_LISTEN",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:5353"
-    )]
+    /// The KurrentDB operator's sidecar config (JSON: listen, resolver, rules), as its own DNS
+    /// sidecar takes it; reloaded on change and on SIGHUP [default: /dns.conf if it exists].
+    /// Which file is served, when none is given: /dns.conf, else config/mapping.yaml, else the
+    /// built-in example.
+    #[arg(value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to serve DNS on, UDP and TCP (repeatable or comma-separated) [default: the
+    /// operator config's `listen` (127.0.0.1:53 if it has none), else 127.0.0.1:5353].
+    #[arg(long, env = "SPLITDNS_LISTEN", value_delimiter = ',')]
     pub listen: Vec<SocketAddr>,
 
     /// Mapping file (YAML), or a directory whose *.yaml files are merged; reloaded on change
-    /// and on SIGHUP [default: config/mapping.yaml, or the built-in example if that file
-    /// does not exist].
+    /// and on SIGHUP (instead of an operator config) [default: config/mapping.yaml if there is no
+    /// /dns.conf, or the built-in example if neither exists].
     #[arg(long, env = "SPLITDNS_MAPPING")]
     pub mapping: Option<PathBuf>,
 
-    /// Upstream DNS server, IP[:PORT] (repeatable, tried in order) [default: the nameservers of
-    /// /etc/resolv.conf].
+    /// Upstream DNS server, IP[:PORT] (repeatable, tried in order) [default: the operator
+    /// config's `resolver`, else the nameservers of /etc/resolv.conf].
     #[arg(long, env = "SPLITDNS_UPSTREAM", value_delimiter = ',', value_parser = upstream)]
     pub upstream: Vec<SocketAddr>,
 
@@ -205,28 +218,47 @@ fn ttl(s: &str) -> Result<u32, String> {
 }
 
 impl Serve {
-    /// Resolves defaults that depend on the machine (resolv.conf, cores, files present) and
-    /// checks the result.
+    /// Resolves defaults that depend on the machine (files present, the operator config's
+    /// settings, resolv.conf) and checks the result.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        if self.listen.is_empty() {
-            return Err(ConfigError::NoListen);
-        }
-        let upstreams = if self.upstream.is_empty() {
-            config::system_upstreams()?
-        } else {
-            self.upstream
-        };
-        config::check_loops(&self.listen, &upstreams)?;
-        let mapping = match self.mapping {
-            Some(p) => MappingSource::File(p),
-            None if std::path::Path::new(DEFAULT_MAPPING).exists() => {
+        let mapping = match (self.config, self.mapping) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoSources),
+            (Some(c), None) => MappingSource::Operator(c),
+            (None, Some(m)) => MappingSource::File(m),
+            (None, None) if std::path::Path::new(OPERATOR_CONFIG).is_file() => {
+                MappingSource::Operator(OPERATOR_CONFIG.into())
+            }
+            (None, None) if std::path::Path::new(DEFAULT_MAPPING).exists() => {
                 MappingSource::File(DEFAULT_MAPPING.into())
             }
-            None => MappingSource::Embedded,
+            (None, None) => MappingSource::Embedded,
         };
+        // The operator's file names where to listen and the upstream; a flag (or its
+        // environment variable) given as well wins, as flags do over files everywhere else.
+        let settings = match &mapping {
+            MappingSource::Operator(path) => crate::mapping::file::load_as(
+                crate::mapping::file::Format::Operator,
+                path,
+                self.ttl,
+            )?
+            .operator
+            .map(|(settings, _)| settings),
+            _ => None,
+        };
+        let listen = match (self.listen.is_empty(), &settings) {
+            (false, _) => self.listen,
+            (true, Some(s)) => vec![s.listen],
+            (true, None) => vec![DEFAULT_LISTEN],
+        };
+        let upstreams = match (self.upstream.is_empty(), &settings) {
+            (false, _) => self.upstream,
+            (true, Some(s)) => vec![s.resolver],
+            (true, None) => config::system_upstreams()?,
+        };
+        config::check_loops(&listen, &upstreams)?;
         let workers = self.workers.unwrap_or(DEFAULT_WORKERS);
         Ok(Config {
-            listen: self.listen,
+            listen,
             mapping,
             upstreams,
             upstream_timeout: self.upstream_timeout,
@@ -280,6 +312,57 @@ mod tests {
         );
         assert_eq!(config(&["--workers", "64"]).workers, 64);
         assert_eq!(config(&["--workers", "0"]).workers, 1, "at least one");
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["splitdns"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .serve
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    /// `splitdns PATH` reads the operator's JSON: its listen and resolver are the defaults of
+    /// --listen and --upstream, which win when given; --mapping and a path together are refused.
+    #[test]
+    fn the_operator_config_as_the_positional_argument() {
+        let dir = std::env::temp_dir().join(format!("splitdns-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("dns.conf");
+        std::fs::write(
+            &conf,
+            r#"{"listen": "127.0.0.1:1053", "resolver": "10.96.0.10", "rules": []}"#,
+        )
+        .unwrap();
+        let path = conf.to_str().unwrap();
+        let c = parse(&[path]).unwrap();
+        assert_eq!(c.mapping, MappingSource::Operator(conf.clone()));
+        assert_eq!(c.listen, ["127.0.0.1:1053".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            c.upstreams,
+            ["10.96.0.10:53".parse::<SocketAddr>().unwrap()]
+        );
+        let c = parse(&["--admin", "off", path, "--listen", "127.0.0.1:2053"]).unwrap();
+        assert_eq!(c.listen, ["127.0.0.1:2053".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(c.admin, None);
+        let c = parse(&[path, "--upstream", "10.0.0.1:5300"]).unwrap();
+        assert_eq!(
+            c.upstreams,
+            ["10.0.0.1:5300".parse::<SocketAddr>().unwrap()]
+        );
+        let e = parse(&[path, "--mapping", "x.yaml"]).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        std::fs::write(&conf, "{\"rules\": []}").unwrap();
+        let e = parse(&[path]).unwrap_err();
+        assert!(e.contains("dns.conf:1:1: `resolver` is required"), "{e}");
+        let e = parse(&[dir.join("nope.conf").to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("nope.conf: cannot read"), "{e}");
+        // `check` is still the subcommand.
+        let cli = Cli::try_parse_from(["splitdns", "check", path]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Check { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

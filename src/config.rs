@@ -11,9 +11,41 @@ pub(crate) const EMBEDDED_MAPPING: &str = include_str!("../config/mapping.yaml")
 /// Where the mapping comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MappingSource {
+    /// A YAML mapping file, or a directory of them (`--mapping`).
     File(PathBuf),
+    /// The KurrentDB operator's JSON config file (`splitdns PATH`, or `/dns.conf`): its rules are
+    /// the mapping; its `listen` and `resolver` were read into the [`Config`] at start.
+    Operator(PathBuf),
     /// [`EMBEDDED_MAPPING`].
     Embedded,
+}
+
+impl MappingSource {
+    /// The file or directory, if the mapping comes from one (the built-in one never changes).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            MappingSource::File(p) | MappingSource::Operator(p) => Some(p),
+            MappingSource::Embedded => None,
+        }
+    }
+
+    /// The syntax of the source.
+    pub fn format(&self) -> crate::mapping::file::Format {
+        match self {
+            MappingSource::Operator(_) => crate::mapping::file::Format::Operator,
+            _ => crate::mapping::file::Format::Yaml,
+        }
+    }
+}
+
+impl std::fmt::Display for MappingSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MappingSource::File(p) => write!(f, "{} (YAML mapping)", p.display()),
+            MappingSource::Operator(p) => write!(f, "{} (operator JSON config)", p.display()),
+            MappingSource::Embedded => f.write_str("<built-in example>"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +127,10 @@ pub enum ConfigError {
     NoListen,
     #[error("at most {max} upstreams are supported, {given} given")]
     TooManyUpstreams { max: usize, given: usize },
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
+    #[error("give either the operator's config file (positional argument) or --mapping, not both")]
+    TwoSources,
 }
 
 /// Parses `10.96.0.10`, `10.96.0.10:53`, `fd00::a` or `[fd00::a]:53`; port 53 by default.

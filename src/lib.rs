@@ -42,6 +42,7 @@ pub use config::{Config, ConfigError, MappingSource};
 pub use mapping::{MappingError, SharedMapping, Snapshot};
 
 use admin::AdminState;
+use mapping::file::{Format, Loaded};
 use mapping::reload::{ReloadStats, Reloader};
 use shared::Shared;
 use stats::Totals;
@@ -69,23 +70,58 @@ pub enum Error {
 
 /// Loads and validates the configured mapping.
 pub fn load_mapping(source: &MappingSource, default_ttl: u32) -> Result<Snapshot, MappingError> {
-    match source {
-        MappingSource::File(path) => mapping::file::load(path, default_ttl),
-        MappingSource::Embedded => {
-            mapping::file::parse(config::EMBEDDED_MAPPING, "<built-in example>", default_ttl)
-        }
+    load_source(source, default_ttl).map(|l| l.snapshot)
+}
+
+/// Loads and validates the configured source, with what the operator's config says besides.
+fn load_source(source: &MappingSource, default_ttl: u32) -> Result<Loaded, MappingError> {
+    match source.path() {
+        Some(path) => mapping::file::load_as(source.format(), path, default_ttl),
+        None => Ok(Loaded {
+            snapshot: mapping::file::parse(
+                config::EMBEDDED_MAPPING,
+                "<built-in example>",
+                default_ttl,
+            )?,
+            operator: None,
+        }),
     }
 }
 
-/// Validates a mapping file or directory and summarises it (for `splitdns check`).
+/// Validates a mapping file or directory, or the operator's JSON config, and summarises it (for
+/// `splitdns check`). The syntax is told from the content: a JSON object is the operator's
+/// config, anything else a YAML mapping.
 pub fn check_mapping(path: &std::path::Path) -> Result<String, MappingError> {
-    let snapshot = mapping::file::load(path, 5)?;
+    let format = match std::fs::read_to_string(path) {
+        Ok(text) => Format::sniff(&text),
+        // A directory (of YAML files), or unreadable: the YAML loader says what is wrong.
+        Err(_) => Format::Yaml,
+    };
+    let loaded = mapping::file::load_as(format, path, 5)?;
+    let snapshot = &loaded.snapshot;
     let (names, v4, v6) = snapshot.summary();
-    Ok(format!(
-        "{}: OK: {names} names, {v4} IPv4 and {v6} IPv6 addresses, content hash {}",
-        path.display(),
-        snapshot.short_hash()
-    ))
+    let hash = snapshot.short_hash();
+    Ok(match loaded.operator {
+        None => format!(
+            "{}: OK: {names} names, {v4} IPv4 and {v6} IPv6 addresses, {} rules, content hash \
+             {hash}",
+            path.display(),
+            snapshot.rule_count()
+        ),
+        Some((settings, unknown)) => {
+            let mut out = format!(
+                "{}: OK: operator config: {} rules, listen {}, resolver {}, content hash {hash}",
+                path.display(),
+                snapshot.rule_count(),
+                settings.listen,
+                settings.resolver
+            );
+            if !unknown.is_empty() {
+                out.push_str(&format!("\nignored fields: {}", unknown.join(", ")));
+            }
+            out
+        }
+    })
 }
 
 /// A started server. Dropping it without [`Running::shutdown`] leaves its threads running.
@@ -110,7 +146,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         return Err(ConfigError::NoListen.into());
     }
     config::check_loops(&config.listen, &config.upstreams)?;
-    let mapping: SharedMapping = Arc::new(ArcSwap::from_pointee(load_logged(&config)?));
+    let loaded = load_logged(&config)?;
+    let settings = loaded.operator.map(|(s, _)| s);
+    let mapping: SharedMapping = Arc::new(ArcSwap::from_pointee(loaded.snapshot));
     // Bind everything first: a port conflict must fail start-up before any thread runs.
     let mut bound = Vec::new();
     for addr in &config.listen {
@@ -140,7 +178,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .transpose()
         .map_err(Error::Thread)?;
     let prober = upstream::probe::spawn(&shared, &config).map_err(Error::Thread)?;
-    let reloader = spawn_reloader(&shared, &config)?;
+    let reloader = spawn_reloader(&shared, &config, settings)?;
     log_started(&config);
     Ok(Running {
         udp_addrs: udp.iter().map(|h| h.addr).collect(),
@@ -156,22 +194,31 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     })
 }
 
-/// Loads the configured mapping and logs what it holds.
-fn load_logged(config: &Config) -> Result<Snapshot, MappingError> {
+/// Loads the configured mapping and logs what it holds, and which file it came from.
+fn load_logged(config: &Config) -> Result<Loaded, MappingError> {
     let t0 = Instant::now();
-    let snapshot = load_mapping(&config.mapping, config.ttl)?;
+    let loaded = load_source(&config.mapping, config.ttl)?;
+    let snapshot = &loaded.snapshot;
     let (names, v4, v6) = snapshot.summary();
     info!(
         names,
         v4,
         v6,
+        rules = snapshot.rule_count(),
         hash = %snapshot.short_hash(),
-        source = %describe_source(&config.mapping),
+        source = %config.mapping,
         elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
         "mapping loaded"
     );
+    if let (Some((_, unknown)), Some(path)) = (&loaded.operator, config.mapping.path()) {
+        mapping::reload::warn_unknown_fields(&path.display().to_string(), unknown);
+    }
     if config.mapping == MappingSource::Embedded {
-        warn!("no --mapping given and config/mapping.yaml not found: serving the built-in example");
+        warn!(
+            "no config file given, and neither {} nor {} exists: serving the built-in example",
+            cli::OPERATOR_CONFIG,
+            cli::DEFAULT_MAPPING
+        );
     }
     for addr in &config.listen {
         if !addr.ip().is_loopback() {
@@ -179,16 +226,23 @@ fn load_logged(config: &Config) -> Result<Snapshot, MappingError> {
             warn!(%addr, "listening on a non-loopback address: make sure only the pod can reach it");
         }
     }
-    Ok(snapshot)
+    Ok(loaded)
 }
 
 /// The reload thread, for a mapping that comes from a file (the built-in one never changes).
-fn spawn_reloader(shared: &Shared, config: &Config) -> Result<Option<Reloader>, Error> {
-    let MappingSource::File(path) = &config.mapping else {
+/// `settings`: the operator config's `listen` and `resolver` as read at start.
+fn spawn_reloader(
+    shared: &Shared,
+    config: &Config,
+    settings: Option<mapping::operator::OperatorSettings>,
+) -> Result<Option<Reloader>, Error> {
+    let Some(path) = config.mapping.path() else {
         return Ok(None);
     };
     Reloader::spawn(
-        path.clone(),
+        path.to_path_buf(),
+        config.mapping.format(),
+        settings,
         config.ttl,
         config.poll_interval,
         shared.mapping.clone(),
@@ -217,13 +271,6 @@ fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
             addr,
             source,
         })
-}
-
-fn describe_source(source: &MappingSource) -> String {
-    match source {
-        MappingSource::File(p) => p.display().to_string(),
-        MappingSource::Embedded => "<built-in example>".into(),
-    }
 }
 
 /// Binds the UDP sockets and a TCP listener on the same address; with port 0 the TCP listener

@@ -3,6 +3,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -449,4 +450,80 @@ fn sigterm_stops_an_idle_daemon_at_once() {
         "prompt: {:?}",
         t0.elapsed()
     );
+}
+
+/// The operator's image contract: `splitdns PATH` reads its JSON config (listen, resolver,
+/// rules), says which file it serves and which fields it ignores, answers, and stops cleanly;
+/// a broken config is an error naming file, line and column; `check` reads it too.
+#[test]
+fn the_operator_config_as_the_only_argument() {
+    let up = upstream::start();
+    up.set_a(
+        "kdb-1.kdb.ns.svc.cluster.local",
+        &[Ipv4Addr::new(10, 42, 0, 11)],
+        5,
+    );
+    let json = format!(
+        r#"{{"listen": "127.0.0.1:0", "resolver": "{}", "isOpenshift": false, "rules": [
+            {{"host": "kdb-([0-9]+)\\.my-domain\\.com", "result": "kdb-${{1}}.kdb.ns.svc.cluster.local", "regex": true}},
+            {{"host": "far-pod0.my-domain.com", "result": "10.1.2.3"}}]}}"#,
+        up.addr
+    );
+    let conf = temp_file("dns.conf", &json);
+    let path = conf.display().to_string();
+    let mut p = start(&[path.as_str()]);
+    let loaded = p
+        .startup
+        .iter()
+        .find(|l| l.contains("mapping loaded"))
+        .expect("a load line");
+    assert!(
+        loaded.contains(&format!("{path} (operator JSON config)")) && loaded.contains("rules=2"),
+        "{loaded}"
+    );
+    assert!(
+        p.startup
+            .iter()
+            .any(|l| l.contains("ignoring fields") && l.contains("isOpenshift")),
+        "one warning for the unknown field: {:?}",
+        p.startup
+    );
+    let r = udp(p.addr, &query("KDB-1.my-domain.com.", RecordType::A));
+    assert_eq!(common::ipv4s(&r), [Ipv4Addr::new(10, 42, 0, 11)]);
+    let r = udp(p.addr, &query("far-pod0.my-domain.com.", RecordType::A));
+    assert_eq!(common::ipv4s(&r), [Ipv4Addr::new(10, 1, 2, 3)]);
+    let r = udp(p.addr, &query("www.example.org.", RecordType::A));
+    assert_eq!(
+        common::ipv4s(&r),
+        [Ipv4Addr::new(192, 0, 2, 1)],
+        "forwarded"
+    );
+    p.rest = None;
+    p.signal("-TERM");
+    assert_eq!(p.child.wait().unwrap().code(), Some(0));
+
+    let out = splitdns().args(["check", &path]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("OK: operator config: 2 rules"), "{said}");
+    assert!(said.contains("ignored fields: \"isOpenshift\""), "{said}");
+
+    let bad = temp_file(
+        "dns.conf",
+        "{\"resolver\": \"10.96.0.10\",\n \"rules\": [{\"host\": \"kdb-(\", \"result\": \"x.y\", \"regex\": true}]}",
+    );
+    let bad_path = bad.display().to_string();
+    let (code, err) = fails(&[bad_path.as_str()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "{bad_path}:2:21: rule 1 (host \"kdb-(\"): invalid regular expression"
+        )),
+        "{err}"
+    );
+    let out = splitdns().args(["check", &bad_path]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let (code, err) = fails(&[path.as_str(), "--mapping", "config/mapping.yaml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not both"), "{err}");
 }

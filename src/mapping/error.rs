@@ -1,7 +1,23 @@
 //! The one error type of loading a mapping: every message names the file, and for content
 //! errors the line and column.
 
-use serde_saphyr::Location;
+/// A place in a source file: 1-based line and column (in characters), as every error shows it.
+/// Both syntaxes (YAML mapping, the operator's JSON) report their places in this one type, so
+/// the validation they share ([`super::validate`]) cannot tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Pos {
+    pub(crate) line: u64,
+    pub(crate) column: u64,
+}
+
+impl From<serde_saphyr::Location> for Pos {
+    fn from(l: serde_saphyr::Location) -> Pos {
+        Pos {
+            line: l.line(),
+            column: l.column(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
@@ -21,11 +37,12 @@ pub enum MappingError {
 }
 
 impl MappingError {
-    pub(super) fn at(path: &str, loc: Location, message: impl Into<String>) -> MappingError {
+    pub(super) fn at(path: &str, pos: impl Into<Pos>, message: impl Into<String>) -> MappingError {
+        let pos = pos.into();
         MappingError::Invalid {
             path: path.to_owned(),
-            line: loc.line(),
-            column: loc.column(),
+            line: pos.line,
+            column: pos.column,
             message: message.into(),
         }
     }

@@ -31,9 +31,82 @@ use super::schema::{EMPTY_FILE, FileSeed};
 use super::{Snapshot, SnapshotBuilder, fnv1a};
 
 pub use super::error::MappingError;
+use super::operator::{self, OperatorSettings};
 pub(crate) use super::source::stat_signature;
 pub use super::source::{SourceText, read_source};
 pub(crate) use super::validate::MAX_TTL;
+
+/// The two syntaxes a mapping source may be written in; both become one [`Snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Our mapping file (`hosts:`, `rules:`), one file or a directory of them.
+    Yaml,
+    /// The KurrentDB operator's sidecar config (JSON: `listen`, `resolver`, `rules`), one file.
+    Operator,
+}
+
+impl Format {
+    /// The syntax `text` is written in, for `splitdns check`: a JSON object is the operator's
+    /// config (a YAML mapping starts with a key), anything else YAML.
+    pub fn sniff(text: &str) -> Format {
+        match text
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .as_bytes()
+            .first()
+        {
+            Some(b'{') => Format::Operator,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// A loaded source: the snapshot, and for the operator's config what else it says.
+#[derive(Debug)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    /// The operator's `listen` and `resolver`, and the fields that were ignored.
+    pub operator: Option<(OperatorSettings, Vec<String>)>,
+}
+
+/// Parses and validates a source read with [`read_source`], in `format`.
+pub fn parse_source_as(
+    format: Format,
+    source: &SourceText,
+    default_ttl: u32,
+) -> Result<Loaded, MappingError> {
+    match format {
+        Format::Yaml => Ok(Loaded {
+            snapshot: parse_source(source, default_ttl)?,
+            operator: None,
+        }),
+        Format::Operator => {
+            let [(origin, text)] = source.files.as_slice() else {
+                let origin = source.files.first().map_or("", |(o, _)| o.as_str());
+                return Err(MappingError::Read {
+                    path: origin.to_owned(),
+                    source: std::io::Error::other("the operator's config is one JSON file"),
+                });
+            };
+            let c = operator::parse(text, origin, default_ttl, source.hash)?;
+            Ok(Loaded {
+                snapshot: c.snapshot,
+                operator: Some((c.settings, c.unknown_fields)),
+            })
+        }
+    }
+}
+
+/// Reads and validates `path` (file or directory) written in `format`.
+pub fn load_as(format: Format, path: &Path, default_ttl: u32) -> Result<Loaded, MappingError> {
+    if format == Format::Operator && path.is_dir() {
+        return Err(MappingError::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::other("is a directory; the operator's config is one JSON file"),
+        });
+    }
+    parse_source_as(format, &read_source(path)?, default_ttl)
+}
 
 /// Parses and validates a whole source; a name defined in two files is an error naming both.
 pub fn parse_source(source: &SourceText, default_ttl: u32) -> Result<Snapshot, MappingError> {

@@ -6,7 +6,9 @@
 mod builder;
 mod error;
 pub mod file;
+mod json;
 pub mod name;
+pub mod operator;
 pub mod reload;
 pub mod rules;
 mod schema;

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
-use super::file::{self, MappingError};
+use super::file::{self, Format, Loaded, MappingError};
+use super::operator::OperatorSettings;
 use super::{SharedMapping, Snapshot, short_hash};
 
 /// After the first event of a burst, wait this long for quiet before reloading (an editor or
@@ -70,9 +71,12 @@ pub(crate) struct Reloader {
 }
 
 impl Reloader {
-    /// Starts watching `path` (file or directory). `current` is the snapshot already published.
+    /// Starts watching `path` (file or directory), written in `format`. `settings` are the
+    /// operator config's `listen` and `resolver` in service (they need a restart to change).
     pub(crate) fn spawn(
         path: PathBuf,
+        format: Format,
+        settings: Option<OperatorSettings>,
         default_ttl: u32,
         poll_interval: Duration,
         shared: SharedMapping,
@@ -83,6 +87,8 @@ impl Reloader {
             current_hash: shared.load().content_hash,
             last_sig: None,
             path,
+            format,
+            settings,
             default_ttl,
             shared,
             stats,
@@ -122,6 +128,9 @@ impl Reloader {
 
 struct State {
     path: PathBuf,
+    format: Format,
+    /// The operator config's settings in service, to warn when the file asks for others.
+    settings: Option<OperatorSettings>,
     default_ttl: u32,
     shared: SharedMapping,
     stats: Arc<ReloadStats>,
@@ -277,9 +286,31 @@ impl State {
             }
             return;
         }
-        match file::parse_source(&source, self.default_ttl) {
-            Ok(snapshot) => self.publish(snapshot, t0),
+        match file::parse_source_as(self.format, &source, self.default_ttl) {
+            Ok(Loaded { snapshot, operator }) => {
+                self.publish(snapshot, t0);
+                if let Some((settings, unknown)) = operator {
+                    self.note_settings(&settings, &unknown);
+                }
+            }
             Err(e) => self.failed(e),
+        }
+    }
+
+    /// The operator's file was reloaded: its rules are in service; say what was not taken.
+    fn note_settings(&self, settings: &OperatorSettings, unknown: &[String]) {
+        warn_unknown_fields(&self.path.display().to_string(), unknown);
+        if let Some(current) = &self.settings
+            && current != settings
+        {
+            warn!(
+                listen = %current.listen,
+                resolver = %current.resolver,
+                new_listen = %settings.listen,
+                new_resolver = %settings.resolver,
+                "the config file names another listen address or resolver: the rules are \
+                 reloaded, those two take effect at the next restart"
+            );
         }
     }
 
@@ -317,6 +348,18 @@ impl State {
             self.shared.load().len()
         );
         self.last_error = Some(message);
+    }
+}
+
+/// One warning for the fields of the operator's config that splitdns does not know (ignored:
+/// the operator may add fields, and refusing the file would take the pod's DNS down).
+pub(crate) fn warn_unknown_fields(origin: &str, unknown: &[String]) {
+    if !unknown.is_empty() {
+        warn!(
+            file = origin,
+            fields = %unknown.join(", "),
+            "ignoring fields splitdns does not know in the operator's config"
+        );
     }
 }
 

@@ -58,7 +58,11 @@ pub(crate) fn compile_one(host: &str, is_regex: bool) -> Result<regex::Regex, St
     regex::RegexBuilder::new(&pattern(host, is_regex))
         .case_insensitive(true)
         .build()
-        .map_err(|e| format!("invalid regular expression: {e}"))
+        .map_err(|e| {
+            // Say it about the pattern as written, not about our anchored wrapping of it.
+            let e = regex::Regex::new(host).err().unwrap_or(e);
+            format!("invalid regular expression: {e}")
+        })
 }
 
 /// Checks that every `$n` / `${n}` / `${name}` in `template` refers to a group of `re`.

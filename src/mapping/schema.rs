@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_saphyr::Spanned;
 
 use super::error::MappingError;
-use super::validate::{check_ttl, host_entry, parse_rule};
+use super::validate::{RuleSpec, check_ttl, host_entry, parse_rule};
 use super::{SnapshotBuilder, name};
 
 /// A top-level key of a mapping file.
@@ -115,7 +115,9 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
             match known {
                 Some(TopKey::Ttl) => {
                     let t: Spanned<u32> = map.next_value()?;
-                    ttl = Some(check_ttl(origin, &t).map_err(|e| stop(recorded, e))?);
+                    ttl = Some(
+                        check_ttl(origin, t.value, t.referenced).map_err(|e| stop(recorded, e))?,
+                    );
                 }
                 Some(TopKey::Hosts) => {
                     names_or_rules = true;
@@ -163,7 +165,7 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
         builder.apply_file_ttl(file, ttl, &own_ttl);
         for (n, raw) in raw_rules.into_iter().enumerate() {
             let (rule, pattern) =
-                parse_rule(origin, n + 1, raw, ttl).map_err(|e| stop(recorded, e))?;
+                parse_rule(origin, n + 1, raw.value.into(), ttl).map_err(|e| stop(recorded, e))?;
             builder.add_rule(rule, pattern);
         }
         Ok(())
@@ -264,6 +266,19 @@ pub(super) struct RawRule {
     #[serde(default)]
     pub(super) regex: bool,
     pub(super) ttl: Option<Spanned<u32>>,
+}
+
+impl From<RawRule> for RuleSpec {
+    fn from(r: RawRule) -> RuleSpec {
+        RuleSpec {
+            host: r.host.value,
+            host_at: r.host.referenced.into(),
+            result: r.result.value,
+            result_at: r.result.referenced.into(),
+            regex: r.regex,
+            ttl: r.ttl.map(|t| (t.value, t.referenced.into())),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for RawHost {

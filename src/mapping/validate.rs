@@ -3,13 +3,24 @@
 
 use std::net::IpAddr;
 
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Spanned;
 
 use super::Entry;
-use super::error::MappingError;
+use super::error::{MappingError, Pos};
 use super::name;
 use super::rules::{self, Rule, RuleResult};
-use super::schema::{RawAddrList, RawHost, RawRule};
+use super::schema::{RawAddrList, RawHost};
+
+/// One rule as either syntax wrote it (`rules:` of a YAML mapping, `rules` of the operator's
+/// JSON), with the place of each part: the one input of [`parse_rule`].
+pub(super) struct RuleSpec {
+    pub(super) host: String,
+    pub(super) host_at: Pos,
+    pub(super) result: String,
+    pub(super) result_at: Pos,
+    pub(super) regex: bool,
+    pub(super) ttl: Option<(u32, Pos)>,
+}
 
 /// RFC 2181 §8: a TTL is an unsigned 31-bit number.
 pub(crate) const MAX_TTL: u32 = 0x7fff_ffff;
@@ -35,22 +46,22 @@ pub(super) fn host_entry(
         RawHost::Detailed(d) => {
             addrs.add_all(d.addresses)?;
             match &d.ttl {
-                Some(t) => Ok((addrs.entry(check_ttl(origin, t)?), true)),
+                Some(t) => Ok((addrs.entry(check_ttl(origin, t.value, t.referenced)?), true)),
                 None => Ok((addrs.entry(ttl), false)),
             }
         }
     }
 }
 
-pub(super) fn check_ttl(origin: &str, t: &Spanned<u32>) -> Result<u32, MappingError> {
-    if t.value > MAX_TTL {
+pub(super) fn check_ttl(origin: &str, ttl: u32, at: impl Into<Pos>) -> Result<u32, MappingError> {
+    if ttl > MAX_TTL {
         return Err(MappingError::at(
             origin,
-            t.referenced,
-            format!("ttl {} is larger than {MAX_TTL} (RFC 2181 §8)", t.value),
+            at,
+            format!("ttl {ttl} is larger than {MAX_TTL} (RFC 2181 §8)"),
         ));
     }
-    Ok(t.value)
+    Ok(ttl)
 }
 
 /// Collects validated addresses into an [`Entry`]; `what` names the owner in messages.
@@ -62,7 +73,7 @@ struct AddrCollector<'a> {
 }
 
 impl AddrCollector<'_> {
-    fn add(&mut self, text: &str, loc: Location) -> Result<(), MappingError> {
+    fn add(&mut self, text: &str, loc: impl Into<Pos>) -> Result<(), MappingError> {
         match text.trim().parse::<IpAddr>() {
             Ok(IpAddr::V4(a)) if !self.v4.contains(&a) => self.v4.push(a),
             Ok(IpAddr::V6(a)) if !self.v6.contains(&a) => self.v6.push(a),
@@ -106,24 +117,28 @@ impl AddrCollector<'_> {
 pub(super) fn parse_rule(
     origin: &str,
     n: usize,
-    raw: Spanned<RawRule>,
+    r: RuleSpec,
     ttl: u32,
 ) -> Result<(Rule, String), MappingError> {
-    let r = raw.value;
-    let host = r.host.value.trim().to_owned();
-    let err = |at: Location, why: String| {
+    let host = r.host.trim().to_owned();
+    let err = |at: Pos, why: String| {
         MappingError::at(origin, at, format!("rule {n} (host {host:?}): {why}"))
     };
-    if !r.regex {
-        name::to_wire_lower(&host)
-            .map_err(|why| err(r.host.referenced, format!("invalid name: {why}")))?;
+    if host.is_empty() {
+        return Err(err(r.host_at, "host is empty".into()));
     }
-    let regex = rules::compile_one(&host, r.regex).map_err(|why| err(r.host.referenced, why))?;
-    let rule_ttl = match &r.ttl {
-        Some(t) => check_ttl(origin, t)?,
+    if !r.regex {
+        name::to_wire_lower(&host).map_err(|why| err(r.host_at, format!("invalid name: {why}")))?;
+    }
+    let regex = rules::compile_one(&host, r.regex).map_err(|why| err(r.host_at, why))?;
+    let rule_ttl = match r.ttl {
+        Some((t, at)) => check_ttl(origin, t, at)?,
         None => ttl,
     };
-    let result_text = r.result.value.trim();
+    let result_text = r.result.trim();
+    if result_text.is_empty() {
+        return Err(err(r.result_at, "result is empty".into()));
+    }
     let result = if let Ok(ip) = result_text.parse::<IpAddr>() {
         let mut addrs = AddrCollector {
             origin,
@@ -131,15 +146,15 @@ pub(super) fn parse_rule(
             v4: Vec::new(),
             v6: Vec::new(),
         };
-        addrs.add(&ip.to_string(), r.result.referenced)?;
+        addrs.add(&ip.to_string(), r.result_at)?;
         RuleResult::Local(addrs.entry(rule_ttl))
     } else {
-        rules::check_template(result_text, &regex).map_err(|why| err(r.result.referenced, why))?;
+        rules::check_template(result_text, &regex).map_err(|why| err(r.result_at, why))?;
         // The literal parts must make a host name: check it with every group reference
         // replaced by a plain label character.
         name::to_wire_lower(&rules::template_probe(result_text)).map_err(|why| {
             err(
-                r.result.referenced,
+                r.result_at,
                 format!("result {result_text:?} is neither an IP address nor a host name: {why}"),
             )
         })?;

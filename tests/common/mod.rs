@@ -43,7 +43,17 @@ impl Daemon {
         upstreams: Vec<SocketAddr>,
         tweak: impl FnOnce(&mut Config),
     ) -> Daemon {
-        let mut config = Config::new(MappingSource::File(mapping_path.clone()), upstreams);
+        Daemon::start_source(MappingSource::File(mapping_path), upstreams, tweak)
+    }
+
+    /// Starts the daemon on `source` (a YAML mapping or the operator's JSON config).
+    pub fn start_source(
+        source: MappingSource,
+        upstreams: Vec<SocketAddr>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Daemon {
+        let mapping_path = source.path().map(PathBuf::from).unwrap_or_default();
+        let mut config = Config::new(source, upstreams);
         tweak(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

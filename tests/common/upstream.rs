@@ -14,7 +14,9 @@
 //! - `example.org` SOA (the apex)
 //! - other types of existing names: NODATA (NOERROR + SOA in authority)
 //! - other names under example.org: NXDOMAIN + SOA in authority
-//! - names outside example.org: REFUSED
+//! - names outside example.org: REFUSED, except the `cluster.local.` zone of pod records that
+//!   a test sets and changes while running ([`TestUpstream::set_a`]): A records with the TTL
+//!   given, NODATA (with the zone's SOA) for other types, NXDOMAIN for names not set
 //!
 //! EDNS: a query with OPT gets an OPT back (payload 1232, version 0, DO copied)
 //! carrying every option of the query byte-for-byte; a query without OPT gets none.
@@ -65,11 +67,26 @@ pub struct TestUpstream {
     /// UDP and TCP are both bound on this address.
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<SeenQuery>>>,
+    pods: Pods,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// The `cluster.local.` records: lower-case name without the trailing dot -> (addresses, TTL).
+type Pods = Arc<Mutex<std::collections::HashMap<String, (Vec<Ipv4Addr>, u32)>>>;
+
 impl TestUpstream {
+    /// Serves `name` (under `cluster.local`) with these A records and TTL from now on; an empty
+    /// list removes it (NXDOMAIN).
+    pub fn set_a(&self, name: &str, ips: &[Ipv4Addr], ttl: u32) {
+        let mut pods = self.pods.lock().unwrap();
+        if ips.is_empty() {
+            pods.remove(&normalize(name));
+        } else {
+            pods.insert(normalize(name), (ips.to_vec(), ttl));
+        }
+    }
+
     /// Every query received so far, in arrival order.
     pub fn queries(&self) -> Vec<SeenQuery> {
         self.log.lock().unwrap().clone()
@@ -111,7 +128,11 @@ pub fn start() -> TestUpstream {
     tcp.set_nonblocking(true).expect("tcp nonblocking");
 
     let log = Arc::new(Mutex::new(Vec::new()));
-    let handler = Upstream { log: log.clone() };
+    let pods: Pods = Arc::default();
+    let handler = Upstream {
+        log: log.clone(),
+        pods: pods.clone(),
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
 
@@ -146,6 +167,7 @@ pub fn start() -> TestUpstream {
     TestUpstream {
         addr,
         log,
+        pods,
         stop: Some(stop_tx),
         thread: Some(thread),
     }
@@ -167,6 +189,7 @@ fn bind_pair() -> (std::net::UdpSocket, std::net::TcpListener) {
 #[derive(Clone)]
 struct Upstream {
     log: Arc<Mutex<Vec<SeenQuery>>>,
+    pods: Pods,
 }
 
 /// What the zone says about one question.
@@ -204,13 +227,54 @@ fn big_txt_string(i: usize) -> String {
     s
 }
 
-/// Answer `query` from the example.org zone. Owner names of records for the
-/// queried name are the name exactly as asked.
-fn lookup(query: &Query) -> Lookup {
+/// Answer `query` from the `cluster.local.` pod records.
+fn lookup_pod(query: &Query, pods: &Pods) -> Lookup {
+    let key = normalize(&query.name().to_ascii());
+    let soa = Record::from_rdata(
+        name("cluster.local."),
+        SOA_TTL,
+        RData::SOA(SOA::new(
+            name("ns.dns.cluster.local."),
+            name("hostmaster.cluster.local."),
+            1,
+            3600,
+            600,
+            86400,
+            5,
+        )),
+    );
+    match pods.lock().unwrap().get(&key) {
+        None => Lookup {
+            rcode: ResponseCode::NXDomain,
+            answers: vec![],
+            authorities: vec![soa],
+        },
+        Some((ips, ttl)) if query.query_type() == RecordType::A => Lookup {
+            rcode: ResponseCode::NoError,
+            answers: ips
+                .iter()
+                .map(|ip| Record::from_rdata(query.name().clone(), *ttl, RData::A(A(*ip))))
+                .collect(),
+            authorities: vec![],
+        },
+        Some(_) => Lookup {
+            rcode: ResponseCode::NoError,
+            answers: vec![],
+            authorities: vec![soa],
+        },
+    }
+}
+
+/// Answer `query` from the example.org zone (or the pod records). Owner names of records for
+/// the queried name are the name exactly as asked.
+fn lookup(query: &Query, pods: &Pods) -> Lookup {
     let qname = query.name();
     let owner = || qname.clone();
     let key = normalize(&qname.to_ascii());
     let qtype = query.query_type();
+    if key == "cluster.local" || key.ends_with(".cluster.local") {
+        return lookup_pod(query, pods);
+    }
 
     let refused = Lookup {
         rcode: ResponseCode::Refused,
@@ -384,7 +448,7 @@ impl Upstream {
                 authorities: vec![],
             }
         } else {
-            let lookup = lookup(request.queries.queries()[0].original());
+            let lookup = lookup(request.queries.queries()[0].original(), &self.pods);
             if lookup.rcode == ResponseCode::Refused {
                 metadata.authoritative = false;
             }
