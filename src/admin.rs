@@ -239,6 +239,67 @@ fn histogram(
     m.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count(), &buckets, None)
 }
 
+/// The alias target cache: what it answered from memory and how full it is.
+fn alias_metrics(e: &mut DescriptorEncoder, alias: &crate::alias::AliasResolver) -> fmt::Result {
+    let (c, (kept, bytes, lookups, waiting)) = alias.metrics();
+    let counters = [
+        (
+            "splitdns_alias_cache_hits",
+            "Alias queries answered from a fresh cached target.",
+            c.hits,
+        ),
+        (
+            "splitdns_alias_cache_misses",
+            "Alias queries that waited for a target lookup.",
+            c.misses,
+        ),
+        (
+            "splitdns_alias_cache_refreshes",
+            "Background lookups of targets asked in the last quarter of their life (prefetch).",
+            c.refreshes,
+        ),
+        (
+            "splitdns_alias_cache_stale_answers",
+            "Alias queries answered with a target's last good records while no upstream answered for it.",
+            c.stale,
+        ),
+        (
+            "splitdns_alias_cache_shed",
+            "Alias queries answered SERVFAIL at once: too many lookups or waiting clients.",
+            c.shed,
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(e, name, help, MetricType::Counter, &[(vec![], v as f64)])?;
+    }
+    let gauges = [
+        (
+            "splitdns_alias_cache_entries",
+            "Alias targets with an answer kept.",
+            kept,
+        ),
+        (
+            "splitdns_alias_cache_bytes",
+            "Bytes of alias target answers kept.",
+            bytes,
+        ),
+        (
+            "splitdns_alias_lookups_inflight",
+            "Alias target lookups waiting for the upstream.",
+            lookups,
+        ),
+        (
+            "splitdns_alias_waiting_clients",
+            "Alias queries waiting for a target lookup.",
+            waiting,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        family(e, name, help, MetricType::Gauge, &[(vec![], v as f64)])?;
+    }
+    Ok(())
+}
+
 impl Collector for Metrics {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let s = &self.0;
@@ -328,6 +389,7 @@ impl Collector for Metrics {
             MetricType::Gauge,
             &[(vec![], inflight as f64)],
         )?;
+        alias_metrics(&mut e, &s.shared.alias)?;
         let snapshot = s.shared.mapping.load();
         family(
             &mut e,

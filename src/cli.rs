@@ -138,6 +138,22 @@ pub struct Serve {
     #[arg(long, env = "SPLITDNS_STALE_CACHE_SIZE", default_value = "1MiB", value_parser = bytes)]
     pub stale_cache_size: usize,
 
+    /// The longest an alias target's answer is kept (it lives the smallest of this, the
+    /// target's TTL and the rule's ttl; negative answers at most 1 s). The default is CoreDNS's
+    /// TTL for pod records: a restarted pod's new IP is served within about this long.
+    #[arg(long, env = "SPLITDNS_ALIAS_CACHE_TTL", default_value = "5s", value_parser = duration)]
+    pub alias_cache_ttl: Duration,
+
+    /// While no upstream answers for an alias target, serve its last good answer (TTL 30 s, EDE
+    /// 3) for up to this long past its life ("0s" turns it off): the last known pod IP is the
+    /// best answer the database can get during a cluster-DNS outage, and its TLS checks the peer.
+    #[arg(long, env = "SPLITDNS_ALIAS_STALE", default_value = "10m", value_parser = duration)]
+    pub alias_stale: Duration,
+
+    /// Memory for alias target answers (e.g. 1MiB).
+    #[arg(long, env = "SPLITDNS_ALIAS_CACHE_SIZE", default_value = "1MiB", value_parser = bytes)]
+    pub alias_cache_size: usize,
+
     /// Log one line per query (off by default: the hot path logs nothing).
     #[arg(long, env = "SPLITDNS_QUERY_LOG")]
     pub query_log: bool,
@@ -275,6 +291,9 @@ impl Serve {
             unhealthy_after: self.unhealthy_after.max(Duration::from_millis(100)),
             serve_stale: self.serve_stale,
             stale_cache_size: self.stale_cache_size,
+            alias_cache_ttl: self.alias_cache_ttl.max(Duration::from_secs(1)),
+            alias_stale: self.alias_stale,
+            alias_cache_size: self.alias_cache_size,
             query_log: self.query_log,
         })
     }

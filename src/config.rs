@@ -79,6 +79,14 @@ pub struct Config {
     pub serve_stale: Option<Duration>,
     /// Bytes of replies kept for serve-stale.
     pub stale_cache_size: usize,
+    /// The longest an alias target's answer is kept and served (it lives the smallest of this,
+    /// the target's TTL and the rule's `ttl`).
+    pub alias_cache_ttl: Duration,
+    /// How long past its life an alias target's last good answer is served while no upstream
+    /// answers for it (zero: never).
+    pub alias_stale: Duration,
+    /// Bytes of alias target answers kept.
+    pub alias_cache_size: usize,
     /// One log line per query.
     pub query_log: bool,
 }
@@ -104,6 +112,9 @@ impl Config {
             unhealthy_after: Duration::from_secs(1),
             serve_stale: None,
             stale_cache_size: 1 << 20,
+            alias_cache_ttl: Duration::from_secs(5),
+            alias_stale: Duration::from_secs(600),
+            alias_cache_size: 1 << 20,
             query_log: false,
         }
     }

@@ -157,14 +157,24 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let admin_listener = config.admin.map(bind_admin).transpose()?;
 
     let shared = Shared::new(mapping, &config);
-    let (alias_tx, alias_rx) = tokio::sync::mpsc::channel(alias::QUEUE);
-    tokio::spawn(alias::run_udp(shared.alias.clone(), alias_rx));
-
     let (mut udp, mut tcp) = (Vec::new(), Vec::new());
     for (sockets, listener) in bound {
-        udp.push(server::udp::spawn(&shared, sockets, &alias_tx, &config).map_err(Error::Thread)?);
+        udp.push(server::udp::spawn(&shared, sockets, &config).map_err(Error::Thread)?);
         tcp.push(server::tcp::spawn(&shared, listener, &config).map_err(Error::Thread)?);
     }
+    // Alias target lookups go through the workers' relays (and over TCP when truncated).
+    shared.alias.connect(
+        udp.iter()
+            .flat_map(|h| h.relays().iter().map(Arc::downgrade))
+            .collect(),
+        tokio::runtime::Handle::current(),
+        Arc::new(upstream::tcp::TcpForwarder::new(
+            shared.upstreams.clone(),
+            config.upstream_timeout,
+            None,
+        )),
+        shared.stats.block(stats::Proto::Tcp),
+    );
     let admin_state = Arc::new(AdminState {
         shared: shared.clone(),
         relays: udp

@@ -71,11 +71,11 @@ impl Shared {
             &config.upstreams,
             config.unhealthy_after,
         ));
-        let alias = Arc::new(AliasResolver::new(
-            &config.upstreams,
-            config.upstream_timeout,
-            mapping.clone(),
-        ));
+        let alias = AliasResolver::new(crate::alias::cache::Policy {
+            cap: config.alias_cache_ttl,
+            stale: config.alias_stale,
+            max_bytes: config.alias_cache_size,
+        });
         let reload = Arc::new(ReloadStats::default());
         crate::mapping::reload::stamp_initial(&reload);
         Arc::new(Shared {

@@ -291,9 +291,38 @@ impl Rdata<'_> {
     }
 }
 
-/// The complete answer to the query `msg` (read earlier into `asked`) made of the given records
-/// (owner: the asked name), or NODATA with the synthesized SOA when there are none: used for
-/// alias answers, which are built after an upstream lookup.
+/// The answer to the query `msg` (read earlier into `asked`) made of `records` (owner: the asked
+/// name), or NODATA with the synthesized SOA when there are none, written into `out` (at most its
+/// length, and the transport's limit): alias answers, built from the target's records. `ede`
+/// goes into the OPT when the client has EDNS and there is room (RFC 8914 §4.4: a stale answer
+/// says so). Returns the length, the outcome, and whether it was truncated (TC).
+pub(crate) fn records_answer<'r>(
+    msg: &[u8],
+    asked: &Asked,
+    transport: Transport,
+    records: impl Iterator<Item = (u16, u32, Rdata<'r>)>,
+    soa: (u32, u32),
+    ede: Option<u16>,
+    out: &mut [u8],
+) -> (usize, Outcome, bool) {
+    let edns = asked.edns(msg);
+    let limit = reply_limit(transport, edns).min(out.len());
+    let mut w = Writer::new(out, limit);
+    let (mut len, outcome) = w.answer(msg, &asked.header, &asked.question, edns, records, soa);
+    let truncated = wire::u16_at(w.buf, 2).is_ok_and(|f| f & flag::TC != 0);
+    if let (Some(code), Some(_)) = (ede, edns)
+        && wire::u16_at(w.buf, 10) == Ok(1)
+        && w.put(&wire::ede::option(code)).is_ok()
+    {
+        // Our OPT is the last record and has empty RDATA: give it the one option.
+        w.set_u16(len - 2, 6);
+        len = w.len;
+    }
+    (len, outcome, truncated)
+}
+
+/// [`records_answer`] into a buffer of its own, for owned records (the fuzzer's checks): the
+/// reply in `out`, and its outcome.
 pub fn records_reply(
     msg: &[u8],
     asked: &Asked,
@@ -303,24 +332,24 @@ pub fn records_reply(
     serial: u32,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    let edns = asked.edns(msg);
-    let limit = reply_limit(transport, edns);
     out.clear();
-    out.resize(limit, 0);
-    let mut w = Writer::new(out, limit);
+    out.resize(reply_limit(transport, asked.edns(msg)), 0);
     let iter = records
         .iter()
         .map(|(t, ttl, rd)| (*t, *ttl, Rdata::Bytes(rd)));
-    let (len, outcome) = w.answer(
-        msg,
-        &asked.header,
-        &asked.question,
-        edns,
-        iter,
-        (soa_ttl, serial),
-    );
+    let (len, outcome, _) =
+        records_answer(msg, asked, transport, iter, (soa_ttl, serial), None, out);
     out.truncate(len);
     outcome
+}
+
+/// The size of the buffer an answer over `transport` starts in: our UDP payload size, or for
+/// TCP a size most answers fit (one that does not is written again in a full-size buffer).
+pub(crate) fn reply_limit_for(transport: Transport) -> usize {
+    match transport {
+        Transport::Udp => OUR_UDP_PAYLOAD as usize,
+        Transport::Tcp => 4096,
+    }
 }
 
 /// Builds the reply with rcode `rc` to a query we could not complete (`SERVFAIL` after the

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 
 use tracing::info;
 
+use crate::alias::{AliasClient, AliasStep};
 use crate::dns::answer::{self, Decision, OUR_UDP_PAYLOAD, Outcome, Transport};
 use crate::dns::query::{Asked, Query};
 use crate::dns::wire::{MAX_NAME_WIRE, flag};
@@ -19,16 +20,15 @@ use crate::shared::Shared;
 use crate::stats::WorkerStats;
 use crate::upstream::{QueryError, failure_reply};
 
-/// Where a query's reply goes and how it leaves for the upstream: what a transport implements.
-/// [`handle`] is generic over it (no `dyn`): each transport's path compiles to straight calls.
-pub(crate) trait Client {
+/// Where a query's reply goes and how it leaves for the upstream: what a transport implements
+/// (with [`AliasClient`]: where an alias answer that waits for a lookup goes). [`handle`] is
+/// generic over it (no `dyn`): each transport's path compiles to straight calls.
+pub(crate) trait Client: AliasClient {
     /// Sends a complete reply to the client now.
     fn reply(&mut self, reply: &[u8]);
     /// Takes the query `msg` (read into `asked`) to the upstreams; its reply reaches the client
     /// later. `Err` when it was not taken: [`handle`] answers with the failure reply.
     fn forward(&mut self, msg: &mut [u8], asked: &Asked) -> Result<(), QueryError>;
-    /// Takes the query to the alias resolver; as [`Client::forward`].
-    fn alias(&mut self, msg: &[u8], asked: &Asked) -> Result<(), QueryError>;
 }
 
 /// What [`handle`] did with a query.
@@ -68,9 +68,13 @@ impl Buffers {
 
 /// What comes next for a decided query.
 enum Next {
+    /// Answered (and counted): send `out[..len]`.
     Reply(usize),
     Forward(Asked),
-    Alias(Asked),
+    /// An alias answer waits for its target's lookup.
+    Waiting,
+    /// Not taken (no slot, no room to wait): the failure reply.
+    Fail(Asked, QueryError),
     Drop,
 }
 
@@ -88,7 +92,7 @@ pub(crate) fn handle<C: Client>(
         let mut lower = [0u8; MAX_NAME_WIRE];
         let query = Query::read(msg, &mut lower);
         let (next, label) = match &query {
-            Some(query) => decide(shared, stats, query, transport, &mut buffers.out),
+            Some(query) => decide(shared, stats, query, transport, &mut buffers.out, client),
             None => {
                 stats.count(Outcome::Dropped);
                 (Next::Drop, Outcome::Dropped.label())
@@ -105,17 +109,15 @@ pub(crate) fn handle<C: Client>(
             return Handled::Answered;
         }
         Next::Drop => return Handled::Dropped,
+        Next::Waiting => return Handled::Passed,
         Next::Forward(asked) => match client.forward(msg, &asked) {
             Ok(()) => return Handled::Passed,
             Err(e) => (asked, e),
         },
-        Next::Alias(asked) => match client.alias(msg, &asked) {
-            Ok(()) => return Handled::Passed,
-            Err(e) => (asked, e),
-        },
+        Next::Fail(asked, e) => (asked, e),
     };
-    // Not taken at once (no slot free, the alias queue full): no stale answer either, the
-    // upstreams were not even asked.
+    // Not taken at once (no slot free, no room to wait for a lookup): no stale answer either,
+    // the upstreams were not even asked.
     let outcome = failure_reply(msg, &asked, err, None, transport, &mut buffers.fail);
     stats.count(outcome);
     if !buffers.fail.is_empty() {
@@ -124,16 +126,19 @@ pub(crate) fn handle<C: Client>(
     Handled::Failed
 }
 
-/// The local decision and what it leads to, with the outcome label for the query log.
-fn decide(
+/// The local decision and what it leads to, with the outcome label for the query log. An alias
+/// query is answered here from the target cache when it can be (on the snapshot it was decided
+/// on: a reload in between must not renumber its rule).
+fn decide<C: Client>(
     shared: &Shared,
     stats: &WorkerStats,
     query: &Query<'_>,
     transport: Transport,
     out: &mut Vec<u8>,
+    client: &mut C,
 ) -> (Next, &'static str) {
+    let snapshot = shared.mapping.load();
     let decision = {
-        let snapshot = shared.mapping.load();
         let mut d = answer::decide(query, &snapshot, transport, out);
         // Over TCP the whole answer always fits (RFC 7766 §8): retry a truncated one in a
         // full-size buffer.
@@ -165,10 +170,35 @@ fn decide(
             Some(asked) => (Next::Forward(asked), "forwarding"),
             None => dropped(),
         },
-        Decision::Alias { .. } => match query.asked() {
-            Some(asked) => (Next::Alias(asked), "alias"),
-            None => dropped(),
-        },
+        Decision::Alias { rule } => {
+            let Some(asked) = query.asked() else {
+                return dropped();
+            };
+            let step = shared.alias.answer(
+                &snapshot,
+                rule,
+                query.bytes(),
+                &asked.with_extras(query.bytes()),
+                query.name_lower(),
+                transport,
+                out,
+                client,
+            );
+            match step {
+                AliasStep::Reply { len, outcome } => {
+                    stats.count(outcome);
+                    // One label whether it came from memory or waits: the log says the path.
+                    let label = if outcome == Outcome::Stale {
+                        "alias-stale"
+                    } else {
+                        "alias"
+                    };
+                    (Next::Reply(len), label)
+                }
+                AliasStep::Waiting => (Next::Waiting, "alias"),
+                AliasStep::Failed(e) => (Next::Fail(asked, e), "alias-failed"),
+            }
+        }
         Decision::Drop => dropped(),
     }
 }
@@ -210,7 +240,8 @@ mod tests {
     struct Recorder {
         replies: Vec<Vec<u8>>,
         forwards: Vec<Asked>,
-        aliases: Vec<Asked>,
+        /// Alias answers waiting for a lookup: where each arrives.
+        aliases: Vec<tokio::sync::oneshot::Receiver<(Vec<u8>, Outcome)>>,
         /// What `forward` and `alias` answer with: `None` takes the query.
         refuse: Option<QueryError>,
     }
@@ -223,9 +254,16 @@ mod tests {
             self.forwards.push(*asked);
             self.refuse.map_or(Ok(()), Err)
         }
-        fn alias(&mut self, _msg: &[u8], asked: &Asked) -> Result<(), QueryError> {
-            self.aliases.push(*asked);
-            self.refuse.map_or(Ok(()), Err)
+    }
+
+    impl AliasClient for Recorder {
+        fn sink(&mut self) -> crate::alias::Sink {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.aliases.push(rx);
+            crate::alias::Sink::Tcp(tx)
+        }
+        fn relay(&self) -> Option<&Arc<crate::upstream::udp::UdpRelay>> {
+            None
         }
     }
 
@@ -299,13 +337,6 @@ mod tests {
                 Want::Reply(rcode::SERVFAIL, Outcome::ServFail),
             ),
             (
-                "alias queue full",
-                query(ALIAS, 5),
-                Some(QueryError::AliasQueueFull),
-                Handled::Failed,
-                Want::Reply(rcode::SERVFAIL, Outcome::ServFail),
-            ),
-            (
                 "a response",
                 response,
                 None,
@@ -362,17 +393,24 @@ mod tests {
                         assert_eq!(r[12..msg.len()], msg[12..], "{what}");
                         assert_eq!(counted, [*outcome], "{what}: counted once");
                     }
-                    Want::Forward | Want::Alias => {
-                        let taken = if *want == Want::Forward {
-                            &client.forwards
-                        } else {
-                            &client.aliases
-                        };
+                    Want::Forward => {
+                        let taken = &client.forwards;
                         assert_eq!(taken.len(), 1, "{what}");
                         assert_eq!(taken[0].header.id, u16::from_be_bytes([msg[0], msg[1]]));
                         assert_eq!(taken[0].question.end(), msg.len(), "{what}");
                         assert!(client.replies.is_empty(), "{what}");
                         assert!(counted.is_empty(), "{what}: counted when answered, not now");
+                    }
+                    Want::Alias => {
+                        // Waits for its target's lookup; with no relay to carry it here, the
+                        // lookup fails at once and the waiter gets SERVFAIL through its sink.
+                        assert_eq!(client.aliases.len(), 1, "{what}");
+                        assert!(client.replies.is_empty(), "{what}");
+                        let (reply, outcome) =
+                            client.aliases.remove(0).try_recv().expect("answered");
+                        assert_eq!(outcome, Outcome::ServFail, "{what}");
+                        assert_eq!(reply[..2], msg[..2], "{what}");
+                        assert_eq!(reply[3] & 0x0f, rcode::SERVFAIL, "{what}");
                     }
                     Want::Dropped => {
                         assert!(

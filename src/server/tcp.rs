@@ -19,7 +19,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+
+use crate::alias::{AliasClient, Sink};
+use crate::upstream::udp::UdpRelay;
 
 use crate::config::Config;
 use crate::dns::answer::{Outcome, Transport};
@@ -319,7 +322,8 @@ struct TcpClient {
 /// A query to answer off the reader.
 enum Pending {
     Forward(Asked),
-    Alias(Asked),
+    /// An alias answer waiting for its target's lookup: it arrives here, built and counted.
+    Alias(oneshot::Receiver<(Vec<u8>, Outcome)>),
 }
 
 impl Client for TcpClient {
@@ -331,10 +335,18 @@ impl Client for TcpClient {
         self.pending = Some(Pending::Forward(*asked));
         Ok(())
     }
+}
 
-    fn alias(&mut self, _msg: &[u8], asked: &Asked) -> Result<(), QueryError> {
-        self.pending = Some(Pending::Alias(*asked));
-        Ok(())
+impl AliasClient for TcpClient {
+    fn sink(&mut self) -> Sink {
+        let (tx, rx) = oneshot::channel();
+        self.pending = Some(Pending::Alias(rx));
+        Sink::Tcp(tx)
+    }
+
+    /// Any relay: the resolver picks the first (TCP connections belong to no worker).
+    fn relay(&self) -> Option<&Arc<UdpRelay>> {
+        None
     }
 }
 
@@ -350,7 +362,9 @@ fn spawn_forward(
     state.busy.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let (reply, outcome) = match pending {
-            Pending::Alias(asked) => ctx.shared.alias.reply(&query, &asked, Transport::Tcp).await,
+            // The resolver always answers a waiter (at the latest SERVFAIL at the end of the
+            // lookup's budget); a dropped sender (shutdown) sends nothing.
+            Pending::Alias(rx) => rx.await.unwrap_or((Vec::new(), Outcome::Dropped)),
             Pending::Forward(asked) => {
                 let mut reply = Vec::new();
                 let outcome = match ctx

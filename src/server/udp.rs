@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::alias::AliasJob;
+use crate::alias::{AliasClient, Sink};
 use crate::config::Config;
 use crate::dns::answer::Transport;
 use crate::dns::query::Asked;
@@ -56,8 +55,6 @@ pub(crate) struct UdpWorker {
     pub shared: Arc<Shared>,
     pub relay: Arc<UdpRelay>,
     pub stats: Arc<WorkerStats>,
-    /// Alias-rule queries go to the resolver task through this bounded queue.
-    pub alias: mpsc::Sender<AliasJob>,
 }
 
 /// Local-answer latency is sampled on one query in this many: two clock reads per query would
@@ -101,8 +98,8 @@ impl UdpWorker {
     }
 }
 
-/// A UDP client: replies go straight back with `send_to`, forwards to the worker's relay, alias
-/// queries (a copy of them) to the resolver task through its bounded queue.
+/// A UDP client: replies go straight back with `send_to`, forwards and alias target lookups to
+/// the worker's relay; an alias answer that waits for its lookup is sent from the relay thread.
 struct UdpClient<'w> {
     worker: &'w UdpWorker,
     peer: SocketAddr,
@@ -118,20 +115,19 @@ impl Client for UdpClient<'_> {
     fn forward(&mut self, msg: &mut [u8], asked: &Asked) -> Result<(), QueryError> {
         self.worker.relay.forward(msg, asked, self.peer)
     }
+}
 
-    fn alias(&mut self, msg: &[u8], asked: &Asked) -> Result<(), QueryError> {
-        let job = AliasJob {
-            query: msg.to_vec(),
-            asked: *asked,
-            peer: self.peer,
+impl AliasClient for UdpClient<'_> {
+    fn sink(&mut self) -> Sink {
+        Sink::Udp {
             socket: self.worker.socket.clone(),
+            peer: self.peer,
             stats: self.worker.stats.clone(),
-        };
-        // Counted by the resolver task when it answers.
-        self.worker
-            .alias
-            .try_send(job)
-            .map_err(|_| QueryError::AliasQueueFull)
+        }
+    }
+
+    fn relay(&self) -> Option<&Arc<UdpRelay>> {
+        Some(&self.worker.relay)
     }
 }
 
@@ -147,7 +143,6 @@ pub(crate) struct UdpHandle {
 pub(crate) fn spawn(
     shared: &Arc<Shared>,
     sockets: Vec<UdpSocket>,
-    alias: &mpsc::Sender<AliasJob>,
     config: &Config,
 ) -> io::Result<UdpHandle> {
     let addr = sockets
@@ -170,13 +165,13 @@ pub(crate) fn spawn(
             socket.clone(),
             stats.clone(),
             shared.stale.clone(),
+            shared.alias.clone(),
         )?;
         let worker = UdpWorker {
             socket: socket.clone(),
             shared: shared.clone(),
             relay: relay.clone(),
             stats,
-            alias: alias.clone(),
         };
         handle.threads.push(
             std::thread::Builder::new()

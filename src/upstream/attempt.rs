@@ -80,8 +80,32 @@ impl Rtt {
 /// that ID and the same question, names compared case-insensitively (RFC 5452 §9.1; the upstream
 /// may change 0x20 case). The source address is checked by the connected socket.
 pub(crate) fn reply_matches(reply: &[u8], id: u16, query: &[u8], question_end: usize) -> bool {
-    wire::Header::read(reply).is_some_and(|h| h.flags & flag::QR != 0 && h.id == id)
-        && wire::same_question(query, reply, question_end)
+    reply_match(reply, id, query, question_end) != Match::No
+}
+
+/// How a reply's question compares with the query's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Match {
+    /// Byte for byte (0x20 spelling included).
+    Exact,
+    /// The same name in another case.
+    CaseOnly,
+    /// Another ID, not a response, or another question.
+    No,
+}
+
+/// [`reply_matches`], telling an exact echo of the question from one in another case.
+pub(crate) fn reply_match(reply: &[u8], id: u16, query: &[u8], question_end: usize) -> Match {
+    let header_ok =
+        wire::Header::read(reply).is_some_and(|h| h.flags & flag::QR != 0 && h.id == id);
+    if !header_ok || !wire::same_question(query, reply, question_end) {
+        return Match::No;
+    }
+    if reply.get(wire::HEADER_LEN..question_end) == query.get(wire::HEADER_LEN..question_end) {
+        Match::Exact
+    } else {
+        Match::CaseOnly
+    }
 }
 
 /// Bounds re-sends: a token per query sent for the first time (so re-sends never exceed the

@@ -31,6 +31,9 @@ pub(crate) const MAX_UPSTREAMS: usize = 32;
 struct Upstream {
     addr: SocketAddr,
     healthy: AtomicBool,
+    /// It once answered with the question in another case than asked: its replies are then
+    /// compared case-insensitively (see `UdpRelay::question_matches`).
+    ignores_case: AtomicBool,
     /// Milliseconds since `UpstreamHealth::epoch` of the last answered probe (0 = never).
     last_probe_ok_ms: AtomicU64,
 }
@@ -55,6 +58,7 @@ impl UpstreamHealth {
                 .map(|a| Upstream {
                     addr: *a,
                     healthy: AtomicBool::new(true),
+                    ignores_case: AtomicBool::new(false),
                     last_probe_ok_ms: AtomicU64::new(0),
                 })
                 .collect(),
@@ -77,6 +81,26 @@ impl UpstreamHealth {
     #[inline]
     pub(crate) fn is_healthy(&self, u: usize) -> bool {
         self.upstreams[u].healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether `u` was seen to change the case of the question.
+    #[inline]
+    pub(crate) fn ignores_case(&self, u: usize) -> bool {
+        self.upstreams[u].ignores_case.load(Ordering::Relaxed)
+    }
+
+    /// `u` answered with the question in another case than asked (0x20 not preserved, or a
+    /// forger holding the right ID): from now on its replies are compared case-insensitively.
+    /// Said once in the log.
+    pub(crate) fn note_case_changed(&self, u: usize) {
+        let up = &self.upstreams[u];
+        if !up.ignores_case.swap(true, Ordering::Relaxed) {
+            warn!(
+                upstream = %up.addr,
+                "upstream answered with the question in another case than asked (it does not \
+                 preserve 0x20 case); its replies are compared case-insensitively from now on"
+            );
+        }
     }
 
     /// Where a query goes first: the first upstream that is up, in configured order; when all

@@ -27,13 +27,12 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::attempt::{
-    self, DOWN_INTERVAL, MAX_COPIES, ResendBudget, Rtt, backoff, give_up_at, reply_matches,
-};
+use super::attempt::{self, DOWN_INTERVAL, MAX_COPIES, ResendBudget, Rtt, backoff, give_up_at};
 use super::health::{Silence, UpstreamHealth};
 use super::ids::IdMap;
 use super::stale::StaleCache;
 use super::{QueryError, failure_reply};
+use crate::alias::AliasResolver;
 use crate::dns::answer::{Outcome, Transport};
 use crate::dns::query::Asked;
 use crate::dns::wire;
@@ -51,12 +50,21 @@ struct Copy {
     upstream: u8,
 }
 
+/// Who gets the reply of a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dest {
+    /// A client's query, relayed: its reply goes back to the client.
+    Client(SocketAddr),
+    /// An alias target lookup of ours: its reply goes to the alias resolver ([`crate::alias`]).
+    Lookup(u64),
+}
+
 struct Slot {
     live: bool,
     /// What was read of the query (its ID, question, EDNS): the reply check, serve-stale and
     /// the failure reply work from it, reading the query's bytes no more.
     asked: Asked,
-    client: SocketAddr,
+    dest: Dest,
     copies: [Copy; MAX_COPIES],
     sent: usize,
     /// The upstream of the last copy refused it (ICMP port unreachable) and no copy went out
@@ -181,7 +189,7 @@ enum Action {
     Send { u: usize, start: usize, end: usize },
     /// Nobody answered in time: send the client the failure reply for `scratch[range]`.
     GiveUp {
-        client: SocketAddr,
+        dest: Dest,
         asked: Asked,
         err: QueryError,
         start: usize,
@@ -200,6 +208,8 @@ pub(crate) struct UdpRelay {
     budget: Duration,
     stats: Arc<WorkerStats>,
     stale: Option<Arc<StaleCache>>,
+    /// Where the replies of alias target lookups go.
+    alias: Arc<AliasResolver>,
 }
 
 /// The relay thread's half: its epoll instance.
@@ -238,6 +248,7 @@ impl UdpRelay {
         client: Arc<UdpSocket>,
         stats: Arc<WorkerStats>,
         stale: Option<Arc<StaleCache>>,
+        alias: Arc<AliasResolver>,
     ) -> io::Result<(Arc<UdpRelay>, RelayLoop)> {
         let poll = Poll::new()?;
         let mut sockets = Vec::with_capacity(health.count());
@@ -261,6 +272,7 @@ impl UdpRelay {
             budget,
             stats,
             stale,
+            alias,
         });
         Ok((relay.clone(), RelayLoop { relay, poll }))
     }
@@ -282,14 +294,30 @@ impl UdpRelay {
         let _ = self.waker.wake();
     }
 
-    /// Sends `query` (read into `asked`) upstream; its ID is rewritten in place. `Err` means it
-    /// was not taken: the caller answers with [`failure_reply`].
+    /// Sends the client's `query` (read into `asked`) upstream; its ID is rewritten in place.
+    /// `Err` means it was not taken: the caller answers with [`failure_reply`].
     pub(crate) fn forward(
         &self,
         query: &mut [u8],
         asked: &Asked,
         client: SocketAddr,
     ) -> Result<(), QueryError> {
+        self.submit(query, asked, Dest::Client(client))
+    }
+
+    /// Sends our alias target lookup `token` (`query`, read into `asked`) upstream, in a slot
+    /// like any forwarded query: the same copies, timers, health and reply check. Its reply
+    /// (or its failure at the end of the budget) goes to the alias resolver.
+    pub(crate) fn lookup(
+        &self,
+        query: &mut [u8],
+        asked: &Asked,
+        token: u64,
+    ) -> Result<(), QueryError> {
+        self.submit(query, asked, Dest::Lookup(token))
+    }
+
+    fn submit(&self, query: &mut [u8], asked: &Asked, dest: Dest) -> Result<(), QueryError> {
         let now = Instant::now();
         let first = self.health.first();
         let mut copies = [Copy::default(); 2];
@@ -303,7 +331,7 @@ impl UdpRelay {
                 t.slots.push(Slot {
                     live: false,
                     asked: *asked,
-                    client,
+                    dest,
                     copies: [Copy::default(); MAX_COPIES],
                     sent: 0,
                     refused: false,
@@ -338,7 +366,7 @@ impl UdpRelay {
             let s = &mut t.slots[index];
             s.live = true;
             s.asked = *asked;
-            s.client = client;
+            s.dest = dest;
             s.copies[..n].copy_from_slice(&copies[..n]);
             s.sent = n;
             s.refused = false;
@@ -371,12 +399,14 @@ impl UdpRelay {
         Ok(())
     }
 
-    /// A datagram arrived on upstream `u`'s socket.
-    fn on_reply(&self, u: usize, reply: &mut [u8], now: Instant) {
+    /// A datagram arrived on upstream `u`'s socket. `kept` is the relay thread's spare buffer:
+    /// with serve-stale on, the answered query's bytes are swapped into it (no copy) so that the
+    /// stale cache stores the reply after the table lock is released.
+    fn on_reply(&self, u: usize, reply: &mut [u8], now: Instant, kept: &mut Vec<u8>) {
         let Some(h) = wire::Header::read(reply) else {
             return;
         };
-        let (client, client_id, first_sent) = {
+        let (dest, asked, first_sent) = {
             let mut t = self.lock();
             let Some(index) = t.ids.get(h.id) else {
                 return; // late, duplicate or spoofed
@@ -387,11 +417,10 @@ impl UdpRelay {
             let ours = s.copies[..s.sent]
                 .iter()
                 .any(|c| c.id == h.id && c.upstream as usize == u);
-            if !ours || !reply_matches(reply, h.id, &s.query, s.asked.question.end()) {
+            if !ours || !self.question_matches(u, reply, h.id, &s.query, s.asked.question.end()) {
                 return;
             }
-            let (client, client_id, first_sent, sent) =
-                (s.client, s.asked.header.id, s.first_sent, s.sent);
+            let (dest, asked, first_sent, sent) = (s.dest, s.asked, s.first_sent, s.sent);
             if sent == 1 {
                 // Karn's algorithm: only a query answered on its only copy measures the RTT.
                 t.rtt[u].sample(now.saturating_duration_since(first_sent));
@@ -399,15 +428,22 @@ impl UdpRelay {
             t.silence[u].answered();
             // The relay thread is awake (it is running this): no query needs to wake it.
             t.sleeping = false;
-            if let Some(stale) = &self.stale {
-                let s = &t.slots[index];
-                stale.store(&s.query, &s.asked, reply, now);
+            if self.stale.is_some() && matches!(dest, Dest::Client(_)) {
+                std::mem::swap(&mut t.slots[index].query, kept);
             }
             t.release(index);
-            (client, client_id, first_sent)
+            (dest, asked, first_sent)
         };
         self.health.answered(u);
-        reply[..2].copy_from_slice(&client_id.to_be_bytes());
+        let client = match dest {
+            Dest::Client(c) => c,
+            Dest::Lookup(token) => return self.alias.on_reply(token, reply),
+        };
+        reply[..2].copy_from_slice(&asked.header.id.to_be_bytes());
+        // Serve-stale keeps it, outside the table lock (the stale cache has its own).
+        if let Some(stale) = &self.stale {
+            stale.store(kept, &asked, reply, now);
+        }
         // A reply too large for the client's UDP size arrives with TC set from the upstream
         // (which saw the client's own EDNS size) and is passed on as is: the client retries over
         // TCP (RFC 7766 §5).
@@ -417,6 +453,23 @@ impl UdpRelay {
             .forward_latency
             .observe(now.saturating_duration_since(first_sent));
         let _ = self.client.send_to(reply, client);
+    }
+
+    /// Whether `reply` (with ID `id`, from upstream `u`) repeats the question of `query`: byte
+    /// for byte, so that a forged reply must also guess the 0x20 spelling of the name (our alias
+    /// lookups randomise it; a client may too). An upstream that answers with the name in
+    /// another case (it does not preserve case, which RFC 1035 §4.1.1 does not demand) is
+    /// noticed once and then compared case-insensitively (RFC 5452 §9.1), as before.
+    fn question_matches(&self, u: usize, reply: &[u8], id: u16, query: &[u8], end: usize) -> bool {
+        match attempt::reply_match(reply, id, query, end) {
+            attempt::Match::Exact => true,
+            attempt::Match::CaseOnly if self.health.ignores_case(u) => true,
+            attempt::Match::CaseOnly => {
+                self.health.note_case_changed(u);
+                false
+            }
+            attempt::Match::No => false,
+        }
     }
 
     /// ICMP port unreachable from `u` (the upstream's host is up, its DNS server is not, e.g.
@@ -468,7 +521,7 @@ impl UdpRelay {
                 let start = scratch.len();
                 scratch.extend_from_slice(&s.query);
                 actions.push(Action::GiveUp {
-                    client: s.client,
+                    dest: s.dest,
                     asked: s.asked,
                     err: if s.refused {
                         QueryError::Unreachable
@@ -560,7 +613,12 @@ impl UdpRelay {
                     }
                 }
                 Action::GiveUp {
-                    client,
+                    dest: Dest::Lookup(token),
+                    err,
+                    ..
+                } => self.alias.on_failure(token, err),
+                Action::GiveUp {
+                    dest: Dest::Client(client),
                     asked,
                     err,
                     start,
@@ -595,6 +653,7 @@ impl RelayLoop {
         let mut buf = vec![0u8; u16::MAX as usize];
         let mut actions = Vec::new();
         let mut scratch = Vec::new();
+        let mut kept = Vec::new();
         let mut recoveries = relay.health.recoveries();
         loop {
             let now = Instant::now();
@@ -628,7 +687,7 @@ impl RelayLoop {
                 // Edge-triggered: read until the socket is empty.
                 loop {
                     match relay.sockets[u].recv(&mut buf) {
-                        Ok(n) => relay.on_reply(u, &mut buf[..n], Instant::now()),
+                        Ok(n) => relay.on_reply(u, &mut buf[..n], Instant::now(), &mut kept),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                             relay.on_refused(u, Instant::now());
@@ -689,7 +748,7 @@ mod tests {
             t.slots.push(Slot {
                 live: true,
                 asked: Asked::read(&query).expect("readable"),
-                client: SocketAddr::from(([127, 0, 0, 1], 1)),
+                dest: Dest::Client(SocketAddr::from(([127, 0, 0, 1], 1))),
                 copies: [Copy::default(); MAX_COPIES],
                 sent: 0,
                 refused: false,

@@ -1,0 +1,499 @@
+//! Alias rules: a mapped name whose `result` is another host name (the operator's rules map each
+//! server's public FQDN to its pod's headless-service name) is answered with that target's
+//! records, looked up through the upstream, under the asked name (flattened: no CNAME).
+//!
+//! The path of an alias query, all on the thread that received it unless it must wait:
+//!
+//! ```text
+//! dispatch -> AliasResolver::answer
+//!   chain()          rule -> target (a target that is itself mapped or matches a rule is followed
+//!                    here, at most MAX_DEPTH rules deep: no upstream needed)
+//!   cache::query()   fresh -> written into the caller's buffer now (and maybe a prefetch)
+//!                    stale (upstream failing) -> the last good records now, TTL 30, EDE 3
+//!                    miss -> the client waits; one lookup per target goes out
+//!   lookup           records::lookup_query -> the worker's UDP relay (upstream::udp): the same
+//!                    slots, retransmission, health, budget and reply check as forwarded queries
+//! relay thread -> on_reply / on_failure -> cache::complete -> every waiter answered (or SERVFAIL
+//!                 just before the budget ends, or stale); a truncated reply is fetched again
+//!                 over TCP (upstream::tcp)
+//! ```
+//!
+//! So an alias lookup is exactly as robust as a forwarded query (RTT-adaptive re-sends, honest
+//! health, one `--upstream-timeout` budget, SERVFAIL with its Extended DNS Error before it ends),
+//! and a name the database asks regularly is answered from memory at about the cost of a local
+//! answer. Waiting clients and lookups are bounded before anything is queued ([`cache`]).
+
+pub(crate) mod cache;
+pub(crate) mod records;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use crate::dns::answer::{self, Outcome, Rdata, Transport};
+use crate::dns::query::Asked;
+use crate::dns::wire::{HEADER_LEN, MAX_NAME_WIRE, ede, rtype};
+use crate::mapping::{Found, Snapshot, name};
+use crate::stats::WorkerStats;
+use crate::upstream::QueryError;
+use crate::upstream::tcp::TcpForwarder;
+use crate::upstream::udp::UdpRelay;
+use cache::{Cache, Footprint, Policy, Served, Step};
+
+/// Rule-to-rule alias chains longer than this are answered SERVFAIL (a loop in the rules).
+pub(crate) const MAX_DEPTH: usize = 8;
+/// Longest cache key: a wire name and a type.
+const MAX_KEY: usize = MAX_NAME_WIRE + 2;
+
+/// Where a waiting client's answer goes when its lookup ends.
+pub(crate) enum Sink {
+    /// Sent from the worker's socket (counted in its stats).
+    Udp {
+        socket: Arc<UdpSocket>,
+        peer: SocketAddr,
+        stats: Arc<WorkerStats>,
+    },
+    /// Handed to the connection's task, which frames, counts and writes it.
+    Tcp(oneshot::Sender<(Vec<u8>, Outcome)>),
+}
+
+/// A client waiting for a lookup: its query and where the answer goes.
+pub(crate) struct Waiter {
+    query: Box<[u8]>,
+    asked: Asked,
+    transport: Transport,
+    /// The TTL cap of the rules on its chain.
+    cap: u32,
+    serial: u32,
+    sink: Sink,
+}
+
+impl Footprint for Waiter {
+    fn bytes(&self) -> usize {
+        self.query.len() + std::mem::size_of::<Waiter>()
+    }
+}
+
+/// What [`AliasResolver::answer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AliasStep {
+    /// `out[..len]` is the answer: send it now.
+    Reply { len: usize, outcome: Outcome },
+    /// The client waits for a lookup; its sink gets the answer.
+    Waiting,
+    /// SERVFAIL for this reason.
+    Failed(QueryError),
+}
+
+/// What a transport gives the resolver: where a waiting client's answer goes, and the relay
+/// that carries lookups from this thread.
+pub(crate) trait AliasClient {
+    fn sink(&mut self) -> Sink;
+    fn relay(&self) -> Option<&Arc<UdpRelay>>;
+}
+
+/// The target a chain of rules leads to, or a local end of it. Returned once per query on the
+/// stack: boxing the key would allocate on the hot path, which the size difference does not cost.
+#[allow(clippy::large_enum_variant)]
+enum Chain {
+    /// Answered from the mapping (the target is itself mapped): records and the TTL cap.
+    Local(Vec<(u16, u32, Vec<u8>)>, u32),
+    /// Ask the upstream for `key` (target wire name + type); `cap` is the rules' TTL cap.
+    Target {
+        key: [u8; MAX_KEY],
+        len: usize,
+        cap: u32,
+    },
+    Fail(QueryError),
+}
+
+/// A lookup in flight: what a TCP retry and the metrics need.
+struct Lookup {
+    query: Vec<u8>,
+}
+
+pub(crate) struct AliasResolver {
+    cache: Mutex<Cache<Waiter>>,
+    /// The lookups in flight, by token (the query, for a retry over TCP).
+    lookups: Mutex<hashbrown::HashMap<u64, Lookup, foldhash::fast::FixedState>>,
+    /// The UDP relays lookups go through (weak: the relays hold this resolver).
+    relays: OnceLock<Vec<Weak<UdpRelay>>>,
+    /// For a truncated reply: TCP to the upstreams, run on the runtime.
+    tcp: OnceLock<(tokio::runtime::Handle, Arc<TcpForwarder>, Arc<WorkerStats>)>,
+    /// This resolver, for the TCP retry's task.
+    me: Weak<AliasResolver>,
+}
+
+impl AliasResolver {
+    pub(crate) fn new(policy: Policy) -> Arc<AliasResolver> {
+        Arc::new_cyclic(|me| AliasResolver {
+            cache: Mutex::new(Cache::new(policy)),
+            lookups: Mutex::default(),
+            relays: OnceLock::new(),
+            tcp: OnceLock::new(),
+            me: me.clone(),
+        })
+    }
+
+    /// Wires the resolver to the relays and the TCP forwarder, once they exist.
+    pub(crate) fn connect(
+        &self,
+        relays: Vec<Weak<UdpRelay>>,
+        runtime: tokio::runtime::Handle,
+        tcp: Arc<TcpForwarder>,
+        stats: Arc<WorkerStats>,
+    ) {
+        let _ = self.relays.set(relays);
+        let _ = self.tcp.set((runtime, tcp, stats));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache<Waiter>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// (counts, (kept answers, bytes, lookups in flight, waiting clients)) for the metrics.
+    pub(crate) fn metrics(&self) -> (cache::Counts, (usize, usize, usize, usize)) {
+        let c = self.lock();
+        (c.counts, c.sizes())
+    }
+
+    /// Answers the query `msg` (read into `asked`; `name_lower` its name lower-cased), which
+    /// matched alias rule `rule` of `snapshot`: into `out` now, or later through the client's
+    /// sink.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn answer<C: AliasClient>(
+        &self,
+        snapshot: &Snapshot,
+        rule: usize,
+        msg: &[u8],
+        asked: &Asked,
+        name_lower: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+        client: &mut C,
+    ) -> AliasStep {
+        let qtype = asked.question.qtype;
+        let serial = snapshot.content_hash as u32;
+        let (key, len, cap) = match chain(snapshot, rule, name_lower, qtype) {
+            Chain::Fail(e) => return AliasStep::Failed(e),
+            Chain::Local(records, cap) => {
+                let iter = records
+                    .iter()
+                    .map(|(t, ttl, r)| (*t, *ttl, Rdata::Bytes(r)));
+                let (len, outcome) = write(msg, asked, transport, iter, (cap, serial), None, out);
+                return AliasStep::Reply { len, outcome };
+            }
+            Chain::Target { key, len, cap } => (key, len, cap),
+        };
+        let key = &key[..len];
+        let now = Instant::now();
+        let step = self.lock().query(key, cap, now, || Waiter {
+            query: msg.into(),
+            asked: *asked,
+            transport,
+            cap,
+            serial,
+            sink: client.sink(),
+        });
+        let (data, stale, start) = match step {
+            Step::Fresh { data, refresh } => (data, false, refresh),
+            Step::Stale { data, retry } => (data, true, retry),
+            Step::Wait { start } => {
+                if let Some(token) = start {
+                    self.start(token, key, client.relay());
+                }
+                return AliasStep::Waiting;
+            }
+            Step::Shed => return AliasStep::Failed(QueryError::AliasQueueFull),
+        };
+        if let Some(token) = start {
+            self.start(token, key, client.relay());
+        }
+        let (ttl, ede) = if stale {
+            (cache::STALE_TTL, Some(ede::STALE_ANSWER))
+        } else {
+            (data.ttl_left(now).min(cap), None)
+        };
+        let iter = data.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
+        let (len, mut outcome) = write(msg, asked, transport, iter, (ttl, serial), ede, out);
+        if stale {
+            outcome = Outcome::Stale;
+        }
+        AliasStep::Reply { len, outcome }
+    }
+
+    /// Sends lookup `token` for `key` through `relay` (or the first relay alive). If it cannot
+    /// leave, the lookup fails at once (its waiters get stale records or SERVFAIL).
+    fn start(&self, token: u64, key: &[u8], relay: Option<&Arc<UdpRelay>>) {
+        let (target, qtype) = key.split_at(key.len() - 2);
+        let qtype = u16::from_be_bytes([qtype[0], qtype[1]]);
+        let mut query = records::lookup_query(target, qtype, &mut rand::rng());
+        let Some(asked) = Asked::read(&query) else {
+            return self.on_failure(token, QueryError::AliasFailed);
+        };
+        self.lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                token,
+                Lookup {
+                    query: query.clone(),
+                },
+            );
+        let fallback;
+        let relay = match relay {
+            Some(r) => Some(r),
+            None => {
+                fallback = self
+                    .relays
+                    .get()
+                    .and_then(|rs| rs.iter().find_map(Weak::upgrade));
+                fallback.as_ref()
+            }
+        };
+        let sent = match relay {
+            Some(r) => r.lookup(&mut query, &asked, token),
+            None => Err(QueryError::AliasFailed),
+        };
+        if let Err(e) = sent {
+            self.on_failure(token, e);
+        }
+    }
+
+    /// The relay's reply to lookup `token` (already checked: ID, source, question).
+    pub(crate) fn on_reply(&self, token: u64, reply: &[u8]) {
+        let Some(key) = self.lock().key_of(token) else {
+            return;
+        };
+        let (target, qtype) = key.split_at(key.len() - 2);
+        let qtype = u16::from_be_bytes([qtype[0], qtype[1]]);
+        let question_end = HEADER_LEN + target.len() + 4;
+        let outcome = match records::read_reply(reply, target, qtype, question_end) {
+            records::Reply::Records(records, ttl) => cache::Outcome::Answer { records, ttl },
+            records::Reply::Negative => cache::Outcome::Answer {
+                records: Vec::new(),
+                ttl: u32::MAX,
+            },
+            records::Reply::Truncated => return self.retry_over_tcp(token, key),
+            records::Reply::Failed => cache::Outcome::Failed,
+        };
+        self.finish(token, outcome);
+    }
+
+    /// Lookup `token` got no answer within the budget (or could not be sent).
+    pub(crate) fn on_failure(&self, token: u64, _err: QueryError) {
+        self.finish(token, cache::Outcome::Failed);
+    }
+
+    /// RFC 7766 §5 / RFC 1035 §4.2.1: a truncated UDP answer is asked again over TCP.
+    fn retry_over_tcp(&self, token: u64, key: Box<[u8]>) {
+        let query = self
+            .lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&token)
+            .map(|l| l.query.clone());
+        let (Some(query), Some((runtime, tcp, stats)), Some(me)) =
+            (query, self.tcp.get(), self.me.upgrade())
+        else {
+            return self.finish(token, cache::Outcome::Failed);
+        };
+        let (tcp, stats) = (tcp.clone(), stats.clone());
+        runtime.spawn(async move {
+            let Some(asked) = Asked::read(&query) else {
+                return me.finish(token, cache::Outcome::Failed);
+            };
+            let mut reply = Vec::new();
+            match tcp.forward(&query, &asked, &mut reply, &stats).await {
+                Ok(()) => {
+                    let (target, qtype) = key.split_at(key.len() - 2);
+                    let qtype = u16::from_be_bytes([qtype[0], qtype[1]]);
+                    let end = asked.question.end();
+                    let outcome = match records::read_reply(&reply, target, qtype, end) {
+                        records::Reply::Records(records, ttl) => {
+                            cache::Outcome::Answer { records, ttl }
+                        }
+                        records::Reply::Negative => cache::Outcome::Answer {
+                            records: Vec::new(),
+                            ttl: u32::MAX,
+                        },
+                        _ => cache::Outcome::Failed,
+                    };
+                    me.finish(token, outcome);
+                }
+                Err(_) => me.finish(token, cache::Outcome::Failed),
+            }
+        });
+    }
+
+    /// Ends lookup `token`: the cache keeps what it says, and every waiter is answered (the
+    /// replies are built under the lock, sent after it).
+    fn finish(&self, token: u64, outcome: cache::Outcome) {
+        self.lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&token);
+        let now = Instant::now();
+        let mut replies: Vec<(Sink, Vec<u8>, Outcome)> = Vec::new();
+        self.lock().complete(token, outcome, now, |w, served| {
+            let mut out = vec![0u8; answer::reply_limit_for(w.transport)];
+            let (len, outcome) = match served {
+                Served::Fresh(d) => {
+                    let ttl = d.ttl_left(now).min(w.cap);
+                    let iter = d.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
+                    write(
+                        &w.query,
+                        &w.asked,
+                        w.transport,
+                        iter,
+                        (ttl, w.serial),
+                        None,
+                        &mut out,
+                    )
+                }
+                Served::Stale(d) => {
+                    let ttl = cache::STALE_TTL;
+                    let iter = d.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
+                    let (len, _) = write(
+                        &w.query,
+                        &w.asked,
+                        w.transport,
+                        iter,
+                        (ttl, w.serial),
+                        Some(ede::STALE_ANSWER),
+                        &mut out,
+                    );
+                    (len, Outcome::Stale)
+                }
+                Served::Fail => {
+                    let mut fail = Vec::new();
+                    let outcome = crate::upstream::failure_reply(
+                        &w.query,
+                        &w.asked,
+                        QueryError::AliasFailed,
+                        None,
+                        w.transport,
+                        &mut fail,
+                    );
+                    out = fail;
+                    (out.len(), outcome)
+                }
+            };
+            out.truncate(len);
+            replies.push((w.sink, out, outcome));
+        });
+        for (sink, reply, outcome) in replies {
+            match sink {
+                Sink::Udp {
+                    socket,
+                    peer,
+                    stats,
+                } => {
+                    // Counted before it leaves, so that whoever got it sees it counted.
+                    stats.count(outcome);
+                    if !reply.is_empty() {
+                        let _ = socket.send_to(&reply, peer);
+                    }
+                }
+                Sink::Tcp(tx) => {
+                    let _ = tx.send((reply, outcome));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the answer to `msg` made of `records` into `out`, with `ede` in the OPT when the
+/// client has EDNS and there is room; over TCP an answer that does not fit `out` is written
+/// again into a buffer grown to a full message.
+fn write<'r>(
+    msg: &[u8],
+    asked: &Asked,
+    transport: Transport,
+    records: impl Iterator<Item = (u16, u32, Rdata<'r>)> + Clone,
+    soa: (u32, u32),
+    ede: Option<u16>,
+    out: &mut Vec<u8>,
+) -> (usize, Outcome) {
+    let r = answer::records_answer(msg, asked, transport, records.clone(), soa, ede, out);
+    if transport == Transport::Tcp && r.2 && out.len() < u16::MAX as usize {
+        out.resize(u16::MAX as usize, 0);
+        let r = answer::records_answer(msg, asked, transport, records, soa, ede, out);
+        return (r.0, r.1);
+    }
+    (r.0, r.1)
+}
+
+/// Follows `rule` from `name_lower` (the asked name, lower-cased wire form) through the mapping:
+/// to a target for the upstream, or to a mapped name answered here. `qtype` ANY asks for the
+/// addresses (RFC 8482 §4.1: a subset is a valid answer to ANY).
+fn chain(snapshot: &Snapshot, rule: usize, name_lower: &[u8], qtype: u16) -> Chain {
+    let qtype = if qtype == rtype::ANY { rtype::A } else { qtype };
+    let Some(rules) = snapshot.rules() else {
+        return Chain::Fail(QueryError::AliasFailed);
+    };
+    let mut cap = u32::MAX;
+    let mut wire = name_lower.to_vec();
+    let mut found = Found::Alias(rule);
+    for _ in 0..=MAX_DEPTH {
+        match found {
+            Found::Alias(i) => {
+                let Some(r) = rules.rules.get(i) else {
+                    return Chain::Fail(QueryError::AliasFailed);
+                };
+                cap = cap.min(r.ttl);
+                let mut buf = [0u8; 256];
+                let target = name::wire_to_text_in(&wire, &mut buf)
+                    .and_then(|text| rules.expand(i, text))
+                    .and_then(|t| name::to_wire_lower(&t).ok());
+                match target {
+                    Some(t) => wire = t,
+                    None => return Chain::Fail(QueryError::AliasFailed),
+                }
+            }
+            Found::Entry(e) => {
+                cap = cap.min(e.ttl);
+                let mut records = Vec::new();
+                if qtype == rtype::A {
+                    records.extend(e.v4.iter().map(|a| (rtype::A, cap, a.octets().to_vec())));
+                }
+                if qtype == rtype::AAAA {
+                    records.extend(e.v6.iter().map(|a| (rtype::AAAA, cap, a.octets().to_vec())));
+                }
+                return Chain::Local(records, cap);
+            }
+            Found::Ptr(ip) => {
+                let ttl = snapshot.owners(ip).map(|(_, t)| t).min().unwrap_or(cap);
+                cap = cap.min(ttl);
+                let records = if qtype == rtype::PTR {
+                    snapshot
+                        .owners(ip)
+                        .map(|(o, _)| (rtype::PTR, cap, o.to_vec()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                return Chain::Local(records, cap);
+            }
+            Found::None => {
+                let mut key = [0u8; MAX_KEY];
+                key[..wire.len()].copy_from_slice(&wire);
+                key[wire.len()..wire.len() + 2].copy_from_slice(&qtype.to_be_bytes());
+                return Chain::Target {
+                    key,
+                    len: wire.len() + 2,
+                    cap,
+                };
+            }
+        }
+        found = snapshot.find(&wire);
+    }
+    warn!(
+        depth = MAX_DEPTH,
+        "alias rules chain too deep; answering SERVFAIL"
+    );
+    Chain::Fail(QueryError::AliasTooDeep)
+}
