@@ -156,20 +156,36 @@ pub(crate) fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| ConfigError::BadUpstream(s.to_owned()))
 }
 
-/// The nameservers of `/etc/resolv.conf`, read with hickory-resolver's parser (which knows the
-/// file's quirks: `options`, `search`, comments, IPv6 zone ids).
+/// The nameservers of `/etc/resolv.conf`.
 pub(crate) fn system_upstreams() -> Result<Vec<SocketAddr>, ConfigError> {
-    let (conf, _opts) = hickory_resolver::system_conf::read_system_conf()
-        .map_err(|e| ConfigError::NoUpstream(e.to_string()))?;
-    let ups: Vec<SocketAddr> = conf
-        .name_servers()
-        .iter()
-        .map(|ns| SocketAddr::new(ns.ip, 53))
-        .collect();
+    let text = std::fs::read_to_string("/etc/resolv.conf")
+        .map_err(|e| ConfigError::NoUpstream(format!("/etc/resolv.conf: {e}")))?;
+    let ups = resolv_conf_nameservers(&text);
     if ups.is_empty() {
         return Err(ConfigError::NoUpstream("no nameserver lines".into()));
     }
     Ok(ups)
+}
+
+/// The `nameserver` lines of a resolv.conf (resolv.conf(5)): one address each, port 53; `#` and
+/// `;` start comments; an IPv6 zone (`fe80::1%eth0`) is dropped, and so is any line whose address
+/// does not read (glibc ignores those too). At most three count in glibc (MAXNS); we take them all
+/// in order, the first is asked first.
+pub(crate) fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split(['#', ';']).next().unwrap_or_default();
+            let mut words = line.split_whitespace();
+            if words.next() != Some("nameserver") {
+                return None;
+            }
+            let addr = words.next()?;
+            let addr = addr.split('%').next().unwrap_or(addr);
+            addr.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .collect()
 }
 
 /// Refuses an upstream that is one of our own listen addresses (a sidecar whose resolv.conf
@@ -234,6 +250,20 @@ mod tests {
             "[fd00::a]:54".parse().unwrap()
         );
         assert!(parse_upstream("dns.example").is_err());
+    }
+
+    #[test]
+    fn reads_resolv_conf_nameservers() {
+        let text = "# generated\nsearch ns.svc.cluster.local svc.cluster.local\n\
+                    nameserver 10.96.0.10\nnameserver   fe80::1%eth0 # link-local\n\
+                    ; nameserver 10.0.0.9\nnameserver not-an-ip\noptions ndots:5\n\
+                    nameserver 2001:db8::53\n";
+        let want: Vec<SocketAddr> = ["10.96.0.10:53", "[fe80::1]:53", "[2001:db8::53]:53"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(resolv_conf_nameservers(text), want);
+        assert!(resolv_conf_nameservers("search x\n").is_empty());
     }
 
     #[test]

@@ -188,12 +188,14 @@ impl<W: Footprint> Cache<W> {
     }
 
     /// A query for `key` at `now`, through rules whose TTL cap is `cap`; `waiter` is called
-    /// (once) if the client must wait.
+    /// (once) if the client must wait. `down`: no upstream is answering at all (health), so a
+    /// failing target's stale records are served at once instead of after the budget.
     pub(crate) fn query(
         &mut self,
         key: &[u8],
         cap: u32,
         now: Instant,
+        down: bool,
         waiter: impl FnOnce() -> W,
     ) -> Step {
         let stale_window = self.policy.stale;
@@ -213,7 +215,10 @@ impl<W: Footprint> Cache<W> {
                     };
                     return Step::Fresh { data, refresh };
                 }
-                if e.failing && now < d.expires + stale_window {
+                // RFC 8767 §5: while the upstreams are known to be unreachable, answer stale at
+                // once (one lookup at a time keeps trying). While any answers, a client waits for
+                // the fresh answer: stale then only comes at the end of the lookup's budget.
+                if e.failing && down && now < d.expires + stale_window {
                     self.counts.stale += 1;
                     let data = d.clone();
                     let retry = if in_flight {
@@ -448,10 +453,10 @@ mod tests {
     fn concurrent_misses_wait_for_one_lookup() {
         let mut c = cache();
         let t0 = Instant::now();
-        let token = started(c.query(K, u32::MAX, t0, || W(1)));
+        let token = started(c.query(K, u32::MAX, t0, false, || W(1)));
         for i in 2..=5 {
             assert!(matches!(
-                c.query(K, u32::MAX, t0, || W(i)),
+                c.query(K, u32::MAX, t0, false, || W(i)),
                 Step::Wait { start: None }
             ));
         }
@@ -472,20 +477,23 @@ mod tests {
         // (target TTL, rule cap, seconds the answer lives)
         for (ttl, cap, life) in [(300, u32::MAX, 5), (300, 2, 2), (1, 600, 1), (0, 600, 0)] {
             let mut c = cache();
-            let token = started(c.query(K, cap, t0, || W(1)));
+            let token = started(c.query(K, cap, t0, false, || W(1)));
             complete(&mut c, token, answer(7, ttl), t0);
             let at =
                 t0 + Duration::from_millis(life * 1000).saturating_sub(Duration::from_millis(1));
             if life > 0 {
                 assert!(
-                    matches!(c.query(K, u32::MAX, at, || W(2)), Step::Fresh { .. }),
+                    matches!(c.query(K, u32::MAX, at, false, || W(2)), Step::Fresh { .. }),
                     "{ttl} {cap}"
                 );
             }
             let after = t0 + Duration::from_secs(life);
             // (A prefetch may be in flight from the last hit: then this waits for it.)
             assert!(
-                matches!(c.query(K, u32::MAX, after, || W(3)), Step::Wait { .. }),
+                matches!(
+                    c.query(K, u32::MAX, after, false, || W(3)),
+                    Step::Wait { .. }
+                ),
                 "{ttl} {cap}"
             );
         }
@@ -495,7 +503,7 @@ mod tests {
     fn a_negative_answer_lives_at_most_a_second() {
         let mut c = cache();
         let t0 = Instant::now();
-        let token = started(c.query(K, u32::MAX, t0, || W(1)));
+        let token = started(c.query(K, u32::MAX, t0, false, || W(1)));
         complete(
             &mut c,
             token,
@@ -505,12 +513,12 @@ mod tests {
             },
             t0,
         );
-        match c.query(K, u32::MAX, t0 + Duration::from_millis(900), || W(2)) {
+        match c.query(K, u32::MAX, t0 + Duration::from_millis(900), false, || W(2)) {
             Step::Fresh { data, .. } => assert!(data.records.is_empty()),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            c.query(K, u32::MAX, t0 + Duration::from_secs(1), || W(3)),
+            c.query(K, u32::MAX, t0 + Duration::from_secs(1), false, || W(3)),
             Step::Wait { .. }
         ));
     }
@@ -519,14 +527,14 @@ mod tests {
     fn a_hit_in_the_last_quarter_of_life_prefetches_once() {
         let mut c = cache();
         let t0 = Instant::now();
-        let token = started(c.query(K, u32::MAX, t0, || W(1)));
+        let token = started(c.query(K, u32::MAX, t0, false, || W(1)));
         complete(&mut c, token, answer(7, 300), t0);
         let ms = |n| t0 + Duration::from_millis(n);
         assert!(matches!(
-            c.query(K, u32::MAX, ms(3000), || W(2)),
+            c.query(K, u32::MAX, ms(3000), false, || W(2)),
             Step::Fresh { refresh: None, .. }
         ));
-        let refresh = match c.query(K, u32::MAX, ms(3800), || W(3)) {
+        let refresh = match c.query(K, u32::MAX, ms(3800), false, || W(3)) {
             Step::Fresh {
                 refresh: Some(t),
                 data,
@@ -538,14 +546,14 @@ mod tests {
         };
         assert!(
             matches!(
-                c.query(K, u32::MAX, ms(3900), || W(4)),
+                c.query(K, u32::MAX, ms(3900), false, || W(4)),
                 Step::Fresh { refresh: None, .. }
             ),
             "one at a time"
         );
         complete(&mut c, refresh, answer(8, 300), ms(3950));
         // Renewed: fresh for another life from the refresh, no waiting at the old expiry.
-        match c.query(K, u32::MAX, ms(6000), || W(5)) {
+        match c.query(K, u32::MAX, ms(6000), false, || W(5)) {
             Step::Fresh {
                 data,
                 refresh: None,
@@ -560,34 +568,39 @@ mod tests {
         let mut c = cache();
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
-        let token = started(c.query(K, u32::MAX, t0, || W(1)));
+        let token = started(c.query(K, u32::MAX, t0, false, || W(1)));
         complete(&mut c, token, answer(7, 300), t0);
         // Expired, upstream not known to fail: the client waits for a lookup.
-        let token = started(c.query(K, u32::MAX, s(10), || W(2)));
+        let token = started(c.query(K, u32::MAX, s(10), false, || W(2)));
         assert_eq!(
             complete(&mut c, token, Outcome::Failed, s(12)),
             [(2, "stale")]
         );
-        // Failing: stale at once, with one retry in the background.
-        let retry = match c.query(K, u32::MAX, s(13), || W(3)) {
-            Step::Stale { retry: Some(t), .. } => t,
-            other => panic!("{other:?}"),
-        };
+        // Failing while the upstream answers other names: the client waits for a new lookup.
+        let retry = started(c.query(K, u32::MAX, s(13), false, || W(3)));
+        // Failing with every upstream down: stale at once; the lookup in flight keeps trying.
         assert!(matches!(
-            c.query(K, u32::MAX, s(13), || W(4)),
+            c.query(K, u32::MAX, s(13), true, || W(4)),
             Step::Stale { retry: None, .. }
         ));
         // The upstream answers again: fresh from then on, never stale.
-        assert!(complete(&mut c, retry, answer(9, 300), s(14)).is_empty());
+        assert_eq!(
+            complete(&mut c, retry, answer(9, 300), s(14)),
+            [(3, "fresh")]
+        );
         assert!(matches!(
-            c.query(K, u32::MAX, s(15), || W(5)),
+            c.query(K, u32::MAX, s(15), false, || W(5)),
             Step::Fresh { .. }
         ));
         // Past the stale window: SERVFAIL.
-        let token = started(c.query(K, u32::MAX, s(20), || W(6)));
+        match c.query(K, u32::MAX, s(16), true, || W(8)) {
+            Step::Fresh { .. } => {}
+            other => panic!("fresh whatever the health says: {other:?}"),
+        }
+        let token = started(c.query(K, u32::MAX, s(20), false, || W(6)));
         complete(&mut c, token, Outcome::Failed, s(21));
         let late = s(19 + 600);
-        let token = started(c.query(K, u32::MAX, late, || W(7)));
+        let token = started(c.query(K, u32::MAX, late, false, || W(7)));
         assert_eq!(
             complete(&mut c, token, Outcome::Failed, late),
             [(7, "fail")]
@@ -603,7 +616,7 @@ mod tests {
         let mut shed = 0;
         for i in 0..(MAX_LOOKUPS as u32 + 100) {
             let key = format!("\x04p{i:03}\x00\x00\x01");
-            match c.query(key.as_bytes(), u32::MAX, t0, || W(i)) {
+            match c.query(key.as_bytes(), u32::MAX, t0, false, || W(i)) {
                 Step::Wait { start: Some(t) } => tokens.push(t),
                 Step::Shed => shed += 1,
                 other => panic!("{other:?}"),
@@ -614,7 +627,9 @@ mod tests {
         let token = tokens[0];
         let mut waited = 0;
         for i in 0..1000 {
-            if let Step::Wait { .. } = c.query(b"\x04p000\x00\x00\x01", u32::MAX, t0, || W(i)) {
+            if let Step::Wait { .. } =
+                c.query(b"\x04p000\x00\x00\x01", u32::MAX, t0, false, || W(i))
+            {
                 waited += 1;
             }
         }
@@ -637,7 +652,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..1000u32 {
             let key = format!("\x05p{i:04}\x00\x00\x01");
-            let token = started(c.query(key.as_bytes(), u32::MAX, t0, || W(i)));
+            let token = started(c.query(key.as_bytes(), u32::MAX, t0, false, || W(i)));
             complete(&mut c, token, answer(1, 300), t0);
         }
         let (kept, bytes, _, _) = c.sizes();
@@ -647,7 +662,7 @@ mod tests {
         );
         // The newest are the ones kept.
         assert!(matches!(
-            c.query(b"\x05p0999\x00\x00\x01", u32::MAX, t0, || W(0)),
+            c.query(b"\x05p0999\x00\x00\x01", u32::MAX, t0, false, || W(0)),
             Step::Fresh { .. }
         ));
     }

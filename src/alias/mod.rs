@@ -190,7 +190,11 @@ impl AliasResolver {
         };
         let key = &key[..len];
         let now = Instant::now();
-        let step = self.lock().query(key, cap, now, || Waiter {
+        let down = self
+            .tcp
+            .get()
+            .is_some_and(|(_, tcp, _)| tcp.health().all_down());
+        let step = self.lock().query(key, cap, now, down, || Waiter {
             query: msg.into(),
             asked: *asked,
             transport,

@@ -83,6 +83,12 @@ impl UpstreamHealth {
         self.upstreams[u].healthy.load(Ordering::Relaxed)
     }
 
+    /// Whether every upstream is down (silent while asked): the cluster DNS is unreachable.
+    #[inline]
+    pub(crate) fn all_down(&self) -> bool {
+        !(0..self.upstreams.len()).any(|u| self.is_healthy(u))
+    }
+
     /// Whether `u` was seen to change the case of the question.
     #[inline]
     pub(crate) fn ignores_case(&self, u: usize) -> bool {

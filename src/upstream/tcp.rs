@@ -51,6 +51,11 @@ impl TcpForwarder {
         }
     }
 
+    /// The health of the upstreams this forwards to.
+    pub(crate) fn health(&self) -> &UpstreamHealth {
+        &self.health
+    }
+
     /// Relays `query` (read into `asked`) until an upstream answers; the reply, with the
     /// client's ID restored, is left in `reply`.
     pub(crate) async fn forward(
