@@ -43,7 +43,7 @@
 # resolv.conf lists the sidecar first and the upstream second (--dns twice, Kubernetes' default
 # search list and ndots:5); the upstream serves the headless-service names of three database pods
 # (kdb-N.kdb.ns.svc.cluster.local -> 10.244.1.1N) and the public address of each server's FQDN
-# (kdb-N.my-domain.com -> 203.0.113.2N); the image runs with nothing but its own defaults (user,
+# (kdb-N.kdb.my-domain.com -> 203.0.113.2N); the image runs with nothing but its own defaults (user,
 # entrypoint), podman's default capabilities, privilege escalation allowed, and the operator's
 # JSON (a regex rule for the servers, an extra literal host -> IP rule):
 #   A. no arguments at all, the file bind-mounted at /dns.conf;
@@ -102,7 +102,7 @@ T0=$SECONDS
 export CONTAINERS_CONF=${POD_TEST_CONTAINERS_CONF:-$ROOT/scripts/pod/containers.conf}
 
 P() { podman --storage-driver "$DRIVER" "$@"; }
-say() { printf '\n== [pod test] %s\n' "$*"; }
+say() { printf '\n== [pod test] %s (at %d s)\n' "$*" "$((SECONDS - T0))"; }
 die() {
     printf '\npod-test: FAILED: %s\n' "$*" >&2
     exit 1
@@ -490,8 +490,8 @@ tail -n 4 <<<"$log" | sed 's/^/    /'
 # file instead of flags, and a resolv.conf that lists the sidecar first and the cluster DNS second.
 OP_UPSTREAM=127.0.0.2
 OP_RECORDS=(kdb-0.kdb.ns.svc.cluster.local=10.244.1.10 kdb-1.kdb.ns.svc.cluster.local=10.244.1.11
-    kdb-2.kdb.ns.svc.cluster.local=10.244.1.12 kdb-0.my-domain.com=203.0.113.20
-    kdb-1.my-domain.com=203.0.113.21 kdb-2.my-domain.com=203.0.113.22
+    kdb-2.kdb.ns.svc.cluster.local=10.244.1.12 kdb-0.kdb.my-domain.com=203.0.113.20
+    kdb-1.kdb.my-domain.com=203.0.113.21 kdb-2.kdb.my-domain.com=203.0.113.22
     www.example.org=192.0.2.80 www.example.org=2001:db8::80)
 OP_SEARCHES=(ns.svc.cluster.local svc.cluster.local cluster.local) # Kubernetes' ClusterFirst, namespace "ns"
 EXTRA_HOST=kdb-peer-0.other-vpc.example.net
@@ -501,7 +501,7 @@ op_conf() {
     local listen=""
     [[ -n ${2:-} ]] && listen="\"listen\":\"$2\","
     # shellcheck disable=SC2016 # ${1} is the rule's Go template, not a shell expansion
-    printf '{%s"resolver":"%s:53","rules":[{"host":"kdb-([0-9]+)\\\\.my-domain\\\\.com","result":"kdb-${1}.kdb.ns.svc.cluster.local","regex":true},{"host":"%s","result":"%s","regex":false}]}\n' \
+    printf '{%s"resolver":"%s:53","rules":[{"host":"kdb-([0-9]+)\\\\.kdb\\\\.my-domain\\\\.com","result":"kdb-${1}.kdb.ns.svc.cluster.local","regex":true},{"host":"%s","result":"%s","regex":false}]}\n' \
         "$listen" "$OP_UPSTREAM" "$EXTRA_HOST" "$1"
 }
 # In the pod's network namespace (the admin port is not published for this pod).
@@ -596,30 +596,30 @@ ready=$(op_ready)
 P logs "$POD2-splitdns" 2>&1 | sed 's/^/  /'
 expect "/ready" 200 "$ready"
 op_process "$POD2-splitdns" /splitdns
-expect "regex rule kdb-1.my-domain.com -> the pod IP of kdb-1.kdb.ns.svc.cluster.local (glibc, any family)" \
-    10.244.1.11 "$(glookup kdb-1.my-domain.com)"
+expect "regex rule kdb-1.kdb.my-domain.com -> the pod IP of kdb-1.kdb.ns.svc.cluster.local (glibc, any family)" \
+    10.244.1.11 "$(glookup kdb-1.kdb.my-domain.com)"
 expect "upper-case KDB-2.Kdb.My-Domain.com -> kdb-2's pod IP" 10.244.1.12 "$(glookup KDB-2.Kdb.My-Domain.com)"
 expect "extra rule $EXTRA_HOST -> its IP" 172.16.5.10 "$(glookup "$EXTRA_HOST")"
 expect "forwarded www.example.org (the upstream's answer, both families)" "192.0.2.80 2001:db8::80" \
     "$(sorted "$(glookup www.example.org)")"
 up_log=$(P logs "$POD2-upstream" 2>&1)
 expect_match "the regex rule's target was looked up through the resolver" '^query kdb-1\.kdb\.ns\.svc\.cluster\.local A ' "$up_log"
-if grep -Eiq '^query kdb-[0-9]\.my-domain\.com ' <<<"$up_log"; then
+if grep -Eiq '^query kdb-[0-9]\.kdb\.my-domain\.com ' <<<"$up_log"; then
     bad "a server's public FQDN reached the upstream: glibc fell over to the second nameserver"
 else ok "no server's public FQDN reached the upstream (glibc never needed the second nameserver)"; fi
-d=$(odig kdb-1.my-domain.com A)
-expect_match "dig kdb-1.my-domain.com: answered by 127.0.0.1" 'SERVER: 127\.0\.0\.1#53' "$d"
-expect_match "  ... kdb-1's pod IP under the asked name" 'kdb-1\.my-domain\.com\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+10\.244\.1\.11' "$d"
-d=$(odig kdb-1.my-domain.com AAAA)
-expect_match "dig kdb-1.my-domain.com AAAA: NOERROR (no IPv6 target: no data, not SERVFAIL)" 'status: NOERROR' "$d"
+d=$(odig kdb-1.kdb.my-domain.com A)
+expect_match "dig kdb-1.kdb.my-domain.com: answered by 127.0.0.1" 'SERVER: 127\.0\.0\.1#53' "$d"
+expect_match "  ... kdb-1's pod IP under the asked name" 'kdb-1\.kdb\.my-domain\.com\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+10\.244\.1\.11' "$d"
+d=$(odig kdb-1.kdb.my-domain.com AAAA)
+expect_match "dig kdb-1.kdb.my-domain.com AAAA: NOERROR (no IPv6 target: no data, not SERVFAIL)" 'status: NOERROR' "$d"
 d=$(odig www.example.org A)
 expect_match "dig www.example.org: NOERROR (forwarded, not SERVFAIL)" 'status: NOERROR' "$d"
 expect_match "  ... answered by 127.0.0.1" 'SERVER: 127\.0\.0\.1#53' "$d"
 expect_match "  ... the upstream's address" 'www\.example\.org\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+192\.0\.2\.80' "$d"
 # musl asks both nameservers at once and takes the first answer: the upstream's public address
 # can win the race against the sidecar's alias lookup. Shown, not checked (it is a race).
-tally=$(for _ in $(seq 20); do mlookup -4 kdb-1.my-domain.com; done | sort | uniq -c | sed -E 's/^ *([0-9]+) /\1 x /' | paste -sd, -)
-echo "  info  musl getaddrinfo, 20 lookups of kdb-1.my-domain.com: $tally"
+tally=$(for _ in $(seq 20); do mlookup -4 kdb-1.kdb.my-domain.com; done | sort | uniq -c | sed -E 's/^ *([0-9]+) /\1 x /' | paste -sd, -)
+echo "  info  musl getaddrinfo, 20 lookups of kdb-1.kdb.my-domain.com: $tally"
 ms=$(watch_update 172.16.5.200 "$EXTRA_HOST" "$FILE_UPDATE_LIMIT_MS" rewrite_in_place "$work/op-file/dns.conf" "$(op_conf 172.16.5.200)")
 if [[ $ms =~ ^[0-9]+$ && $ms -le $FILE_UPDATE_LIMIT_MS ]]; then
     ok "rule changed in /dns.conf (rewritten in place) served ${ms} ms later (limit $FILE_UPDATE_LIMIT_MS ms)"
@@ -635,7 +635,7 @@ ready=$(op_ready)
 P logs "$POD2-splitdns-b" 2>&1 | sed 's/^/  /'
 expect "/ready" 200 "$ready"
 op_process "$POD2-splitdns-b" "/dns /etc/dns/dns.conf"
-expect "regex rule kdb-0.my-domain.com -> kdb-0's pod IP" 10.244.1.10 "$(glookup kdb-0.my-domain.com)"
+expect "regex rule kdb-0.kdb.my-domain.com -> kdb-0's pod IP" 10.244.1.10 "$(glookup kdb-0.kdb.my-domain.com)"
 expect "upper-case KDB-2.Kdb.My-Domain.com -> kdb-2's pod IP" 10.244.1.12 "$(glookup KDB-2.Kdb.My-Domain.com)"
 expect "extra rule $EXTRA_HOST -> its IP" 172.16.5.10 "$(glookup "$EXTRA_HOST")"
 ms=$(watch_update 172.16.5.30 "$EXTRA_HOST" "$UPDATE_LIMIT_MS" configmap_write "$opdir" dns.conf "$(op_conf 172.16.5.30 127.0.0.1:53)")
@@ -648,7 +648,7 @@ op_stop "$POD2-splitdns-b"
 say "15. C: the image's entrypoint with the path as its only argument (args: [PATH]); check PATH"
 P run -d --pod "$POD2" --name "$POD2-splitdns-c" -v "$opdir:/etc/dns:ro" "$IMAGE" /etc/dns/dns.conf >/dev/null
 expect "/ready" 200 "$(op_ready)"
-expect "regex rule kdb-2.my-domain.com -> kdb-2's pod IP" 10.244.1.12 "$(glookup kdb-2.my-domain.com)"
+expect "regex rule kdb-2.kdb.my-domain.com -> kdb-2's pod IP" 10.244.1.12 "$(glookup kdb-2.kdb.my-domain.com)"
 op_stop "$POD2-splitdns-c"
 code=0
 out=$(P run --rm --network none -v "$opdir:/etc/dns:ro" "$IMAGE" check /etc/dns/dns.conf 2>&1) || code=$?
