@@ -25,8 +25,14 @@ configmap_write() {
 # the same paths, so that it runs on a `scratch` image.
 # Usage: bundle_dynamic BINARY ROOT
 bundle_dynamic() {
+    install -D -m 0755 "$1" "$2$1"
+    bundle_libs "$1" "$2"
+}
+
+# Copies every shared library BINARY loads (ldd) under ROOT, at the same paths.
+# Usage: bundle_libs BINARY ROOT
+bundle_libs() {
     local bin=$1 root=$2 lib
-    install -D -m 0755 "$bin" "$root$bin"
     while read -r lib; do
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"

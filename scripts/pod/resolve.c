@@ -1,7 +1,11 @@
 /* resolve: the pod's "application" for scripts/pod-test.sh - looks names up the way any program in
  * the pod does, through libc's getaddrinfo(), which reads the pod's /etc/resolv.conf (nameserver,
- * search list, ndots). Built statically with musl (musl-gcc -static) so that it runs on `scratch`.
- * musl has no resolver cache, so every call asks the nameserver again.
+ * search list, ndots). Built twice: statically with musl (musl-gcc -static, /resolve) and with
+ * glibc (/resolve-glibc, its shared libraries copied into the image), because the two resolvers
+ * use a second nameserver differently: glibc asks the first one and moves on only when it fails
+ * to answer (timeout, SERVFAIL, REFUSED), musl asks all of them at once and takes the first
+ * reply that is an answer or NXDOMAIN. Neither caches (no nscd in the pod), so every call asks
+ * again.
  *
  *   resolve [-4|-6] NAME
  *       prints NAME's addresses, one a line, in getaddrinfo's order; exit 0, or 2 with the reason
