@@ -288,8 +288,8 @@ impl AliasResolver {
     }
 
     /// Lookup `token` got no answer within the budget (or could not be sent).
-    pub(crate) fn on_failure(&self, token: u64, _err: QueryError) {
-        self.finish(token, cache::Outcome::Failed);
+    pub(crate) fn on_failure(&self, token: u64, err: QueryError) {
+        self.finish_with(token, cache::Outcome::Failed, err);
     }
 
     /// RFC 7766 §5 / RFC 1035 §4.2.1: a truncated UDP answer is asked again over TCP.
@@ -336,6 +336,13 @@ impl AliasResolver {
     /// Ends lookup `token`: the cache keeps what it says, and every waiter is answered (the
     /// replies are built under the lock, sent after it).
     fn finish(&self, token: u64, outcome: cache::Outcome) {
+        // The upstream answered, but could not answer for the target (SERVFAIL, REFUSED, ...).
+        self.finish_with(token, outcome, QueryError::AliasFailed)
+    }
+
+    /// [`Self::finish`]; a waiter that gets SERVFAIL learns why from `err` (its Extended DNS
+    /// Error, as for a forwarded query: 22 for silence, 23 for refusals).
+    fn finish_with(&self, token: u64, outcome: cache::Outcome, err: QueryError) {
         self.lookups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -377,7 +384,7 @@ impl AliasResolver {
                     let outcome = crate::upstream::failure_reply(
                         &w.query,
                         &w.asked,
-                        QueryError::AliasFailed,
+                        err,
                         None,
                         w.transport,
                         &mut fail,

@@ -18,6 +18,10 @@ use crate::mapping::{Entry, Found, Snapshot};
 /// pick the smaller of the two sizes).
 pub const OUR_UDP_PAYLOAD: u16 = 1232;
 
+/// The largest UDP query taken (see [`decide`]): room for a TSIG or SIG(0) and large EDNS
+/// options, far below what would let a flood of queries hold the relay's memory.
+pub const MAX_UDP_QUERY: usize = 4096;
+
 /// Where a query came in: bounds the size of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -112,6 +116,14 @@ pub fn decide(
     let header = query.header();
     if header.is_response() {
         return Decision::Drop;
+    }
+    // No DNS query needs more than a few hundred octets (a name is at most 255, an OPT padded to
+    // a block 468, RFC 8467); a UDP datagram of many kilobytes is an attempt to make us hold
+    // memory (a slot keeps a forwarded query for its whole budget). FORMERR, not silence, so a
+    // confused client learns why (RFC 1035 §4.1.1: "unable to interpret"); it is never larger
+    // than the query, so it amplifies nothing. TCP carries what it needs (its own budget).
+    if transport == Transport::Udp && query.bytes().len() > MAX_UDP_QUERY {
+        return error(query, rcode::FORMERR, Outcome::FormErr, out);
     }
     // RFC 1035 §4.1.1: only standard queries; NOTIFY, UPDATE, ... are not implemented here.
     if header.opcode() != 0 {

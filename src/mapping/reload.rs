@@ -343,9 +343,11 @@ impl State {
             return;
         }
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        let current = self.shared.load();
         warn!(
-            "mapping reload failed, keeping the last good mapping ({} names): {message}",
-            self.shared.load().len()
+            "mapping reload failed, keeping the last good mapping ({} names, {} rules): {message}",
+            current.len(),
+            current.rule_count()
         );
         self.last_error = Some(message);
     }

@@ -26,9 +26,10 @@ use crate::upstream::{QueryError, failure_reply};
 pub(crate) trait Client: AliasClient {
     /// Sends a complete reply to the client now.
     fn reply(&mut self, reply: &[u8]);
-    /// Takes the query `msg` (read into `asked`) to the upstreams; its reply reaches the client
-    /// later. `Err` when it was not taken: [`handle`] answers with the failure reply.
-    fn forward(&mut self, msg: &mut [u8], asked: &Asked) -> Result<(), QueryError>;
+    /// Takes the query `msg` (read into `asked`, its name lower-cased in `lower`) to the
+    /// upstreams; its reply reaches the client later. `Err` when it was not taken: [`handle`]
+    /// answers with the failure reply.
+    fn forward(&mut self, msg: &mut [u8], asked: &Asked, lower: &[u8]) -> Result<(), QueryError>;
 }
 
 /// What [`handle`] did with a query.
@@ -88,8 +89,8 @@ pub(crate) fn handle<C: Client>(
     buffers: &mut Buffers,
     client: &mut C,
 ) -> Handled {
+    let mut lower = [0u8; MAX_NAME_WIRE];
     let next = {
-        let mut lower = [0u8; MAX_NAME_WIRE];
         let query = Query::read(msg, &mut lower);
         let (next, label) = match &query {
             Some(query) => decide(shared, stats, query, transport, &mut buffers.out, client),
@@ -110,10 +111,12 @@ pub(crate) fn handle<C: Client>(
         }
         Next::Drop => return Handled::Dropped,
         Next::Waiting => return Handled::Passed,
-        Next::Forward(asked) => match client.forward(msg, &asked) {
-            Ok(()) => return Handled::Passed,
-            Err(e) => (asked, e),
-        },
+        Next::Forward(asked) => {
+            match client.forward(msg, &asked, &lower[..asked.question.name_len]) {
+                Ok(()) => return Handled::Passed,
+                Err(e) => (asked, e),
+            }
+        }
         Next::Fail(asked, e) => (asked, e),
     };
     // Not taken at once (no slot free, no room to wait for a lookup): no stale answer either,
@@ -250,7 +253,12 @@ mod tests {
         fn reply(&mut self, reply: &[u8]) {
             self.replies.push(reply.to_vec());
         }
-        fn forward(&mut self, _msg: &mut [u8], asked: &Asked) -> Result<(), QueryError> {
+        fn forward(
+            &mut self,
+            _msg: &mut [u8],
+            asked: &Asked,
+            _lower: &[u8],
+        ) -> Result<(), QueryError> {
             self.forwards.push(*asked);
             self.refuse.map_or(Ok(()), Err)
         }

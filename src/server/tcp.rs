@@ -331,7 +331,7 @@ impl Client for TcpClient {
         self.reply = Some(frame(reply));
     }
 
-    fn forward(&mut self, _msg: &mut [u8], asked: &Asked) -> Result<(), QueryError> {
+    fn forward(&mut self, _msg: &mut [u8], asked: &Asked, _lower: &[u8]) -> Result<(), QueryError> {
         self.pending = Some(Pending::Forward(*asked));
         Ok(())
     }

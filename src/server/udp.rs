@@ -112,8 +112,8 @@ impl Client for UdpClient<'_> {
     }
 
     #[inline]
-    fn forward(&mut self, msg: &mut [u8], asked: &Asked) -> Result<(), QueryError> {
-        self.worker.relay.forward(msg, asked, self.peer)
+    fn forward(&mut self, msg: &mut [u8], asked: &Asked, lower: &[u8]) -> Result<(), QueryError> {
+        self.worker.relay.forward(msg, asked, lower, self.peer)
     }
 }
 

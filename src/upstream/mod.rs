@@ -5,6 +5,7 @@
 //! health.rs   up/down from silence (never from single losses), where a query goes first
 //! udp.rs      the UDP relay: slot table, copies with random IDs, one epoll thread per worker
 //! ids.rs      the relay's ID -> slot map, sized to what is in flight
+//! ports.rs    the relay's source ports: a pool of sockets per upstream, replaced as used
 //! tcp.rs      TCP forwarding: parallel attempts on fresh connections, same timers
 //! probe.rs    background probes (fast while an upstream is down), the start-up loop check
 //! stale.rs    serve-stale (RFC 8767), opt-in
@@ -16,6 +17,7 @@
 pub(crate) mod attempt;
 pub(crate) mod health;
 mod ids;
+mod ports;
 pub(crate) mod probe;
 pub(crate) mod stale;
 pub(crate) mod tcp;

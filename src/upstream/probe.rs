@@ -161,7 +161,7 @@ impl Prober {
         let now = Instant::now();
         let mut watches: Vec<Option<Watch>> = (0..self.health.count())
             .map(|u| {
-                let socket = super::udp::connect(self.health.addr(u)).ok()?;
+                let socket = super::ports::connect(self.health.addr(u)).ok()?;
                 self.poll
                     .registry()
                     .register(

@@ -20,6 +20,10 @@ use crate::dns::wire::{self, HEADER_LEN, MAX_NAME_WIRE, flag, rcode, rtype};
 
 /// RFC 8767 §4: the TTL of a stale answer.
 pub(crate) const STALE_TTL: u32 = 30;
+/// RFC 8767 §4: TTLs above 7 days are capped at 7 days (the reply's own TTL, and so how long it
+/// counts as fresh before its stale window starts): a reply with a huge TTL, forged or not, cannot
+/// stay servable for years.
+pub(crate) const MAX_TTL: u32 = 604_800;
 /// A reply for a question stored less than this long ago is not stored again (saves copying
 /// every reply of a busy name).
 const REFRESH: Duration = Duration::from_secs(1);
@@ -124,6 +128,7 @@ impl StaleCache {
         let Some(ttl) = min_ttl(reply, asked.question.end()) else {
             return;
         };
+        let ttl = ttl.min(MAX_TTL);
         inner.seq += 1;
         let seq = inner.seq;
         let entry = Entry {
@@ -313,6 +318,21 @@ mod tests {
         c.store(&plain, &asked(&plain), &reply(&plain, 300), t0);
         assert!(c.answer(&plain, &asked(&plain), 512, &mut out, t0));
         assert_eq!(out.len(), reply(&plain, 300).len());
+    }
+
+    /// A reply's TTL counts at most 7 days (RFC 8767 §4): it is never served past that plus the
+    /// stale window, whatever TTL it carried.
+    #[test]
+    fn a_huge_ttl_is_capped_at_seven_days() {
+        let c = StaleCache::new(1 << 20, Duration::from_secs(3600));
+        let q = query(b"\x01a\x00", 1);
+        let t0 = Instant::now();
+        c.store(&q, &asked(&q), &reply(&q, 0x7fff_ffff), t0);
+        let mut out = Vec::new();
+        let week = Duration::from_secs(u64::from(MAX_TTL));
+        let edge = t0 + week + Duration::from_secs(3600);
+        assert!(c.answer(&q, &asked(&q), 512, &mut out, edge));
+        assert!(!c.answer(&q, &asked(&q), 512, &mut out, edge + Duration::from_secs(1)));
     }
 
     #[test]

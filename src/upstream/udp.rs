@@ -1,35 +1,39 @@
 //! The UDP relay: forwards query bytes to the upstreams and their reply bytes back, re-sending
 //! lost queries within the budget (the attempt model of [`super::attempt`]).
 //!
-//! Shape: per worker, one long-lived `connect()`ed socket per upstream (the cheapest correct
-//! relay measured in ../shared/bench, `limit-relay`), a slot table for the queries in flight, and
+//! Shape: per worker, a pool of `connect()`ed sockets per upstream ([`super::ports`]), a slot
+//! table for the queries in flight, and
 //! **one relay thread** that waits in `epoll` on all of the worker's upstream sockets at once,
 //! with a timeout that is the earliest real deadline (a re-send or a give-up) and none at all
 //! when nothing is in flight: an idle relay does not wake. The worker's query thread sends the
 //! first copy itself and wakes the relay thread (an eventfd) only when the new deadline is
 //! earlier than the one the relay thread sleeps towards, which under load is almost never.
 //!
-//! Anti-spoofing (RFC 5452 §9.1-9.2): each copy goes upstream under a fresh random 16-bit ID from
-//! a source port the kernel picked at random for the socket; a reply is accepted only if it comes
-//! from the upstream's address and port (the connected socket filters everything else), carries
-//! the ID of a copy we sent to that upstream, has QR set and repeats the question
-//! (case-insensitively). Anything else is dropped and the real answer is still awaited. We
-//! deliberately do not open a fresh socket per query (dnsmasq does; it is a large part of its
-//! 50 us/query forward cost): the upstream is the cluster DNS on the pod network, not the open
-//! Internet.
+//! Anti-spoofing (RFC 5452 §9.1-9.2): each copy goes upstream under a fresh 16-bit ID from a
+//! cryptographic RNG (ChaCha12, seeded from the OS), from one of [`super::ports::POOL`] sockets
+//! picked by that RNG, whose ports the kernel chose at random and which are replaced as they are
+//! used; a reply is accepted only if it comes from the upstream's address and port to the very
+//! socket its copy left from, carries that copy's ID, has QR set and repeats the question byte
+//! for byte (see `question_matches`). Anything else is dropped and the real answer is still
+//! awaited. Identical questions in flight are one upstream query (coalescing): a forger gets one
+//! chance per question, not one per client asking it, and every client still gets its own ID
+//! and its own spelling of the question back, the rest of the reply byte for byte.
 
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use hashbrown::HashTable;
+use mio::{Events, Poll, Token, Waker};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use super::attempt::{self, DOWN_INTERVAL, MAX_COPIES, ResendBudget, Rtt, backoff, give_up_at};
 use super::health::{Silence, UpstreamHealth};
 use super::ids::IdMap;
+use super::ports::Ports;
 use super::stale::StaleCache;
 use super::{QueryError, failure_reply};
 use crate::alias::AliasResolver;
@@ -38,8 +42,15 @@ use crate::dns::query::Asked;
 use crate::dns::wire;
 use crate::stats::WorkerStats;
 
-/// The eventfd's token; upstream `u`'s socket has token `u`.
+/// The eventfd's token; the upstream sockets' tokens are their index in [`Ports`].
 const WAKE: Token = Token(usize::MAX);
+/// Clients of other queries waiting on one in flight (coalesced); more get their own.
+const MAX_COALESCED: usize = 64;
+/// A slot's query buffer larger than this after use is given back (a burst of large queries must
+/// not stay resident, issue 19).
+const KEEP_QUERY_BUFFER: usize = 4096;
+/// The relay thread's scratch buffer is shrunk to this after a burst.
+const KEEP_SCRATCH: usize = 64 << 10;
 /// While an upstream is down, a copy of a real query goes to it at most this often (besides the
 /// probes): real queries are the best probes.
 const ADMIT_INTERVAL: Duration = Duration::from_millis(100);
@@ -48,6 +59,8 @@ const ADMIT_INTERVAL: Duration = Duration::from_millis(100);
 struct Copy {
     id: u16,
     upstream: u8,
+    /// The socket it left from (its token in [`Ports`]): its reply must arrive there.
+    port: u16,
 }
 
 /// Who gets the reply of a slot.
@@ -77,6 +90,10 @@ struct Slot {
     /// The client's query, kept to re-send and to build the failure reply. Its buffer is reused
     /// from query to query.
     query: Vec<u8>,
+    /// Its coalescing key (a client's query), while it is in the coalescing table.
+    key: Option<u64>,
+    /// Clients whose identical query waits on this one: (client, its query).
+    extra: Vec<(SocketAddr, Box<[u8]>)>,
 }
 
 impl Slot {
@@ -91,7 +108,11 @@ struct Table {
     slots: Vec<Slot>,
     free: Vec<u16>,
     live: usize,
-    rng: u64,
+    rng: StdRng,
+    ports: Ports,
+    /// Clients' queries in flight by coalescing key -> slot.
+    coalesce: HashTable<u16>,
+    hasher: foldhash::fast::RandomState,
     /// Per upstream: RTT estimate, silence since the last reply, when a down upstream may next
     /// get a copy of a real query.
     rtt: Vec<Rtt>,
@@ -109,14 +130,17 @@ struct Table {
 }
 
 impl Table {
-    fn new(upstreams: usize, capacity: usize, now: Instant) -> Table {
+    fn new(upstreams: usize, capacity: usize, now: Instant, ports: Ports) -> Table {
         let capacity = capacity.clamp(1, u16::MAX as usize / MAX_COPIES);
         Table {
             ids: IdMap::new(),
             slots: Vec::new(),
             free: (0..capacity as u16).rev().collect(),
             live: 0,
-            rng: rand::random::<u64>() | 1,
+            rng: StdRng::from_rng(&mut rand::rng()),
+            ports,
+            coalesce: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             rtt: vec![Rtt::default(); upstreams],
             silence: vec![Silence::default(); upstreams],
             admit_at: vec![now; upstreams],
@@ -128,21 +152,11 @@ impl Table {
         }
     }
 
-    /// xorshift64*: fast, unpredictable enough for IDs once seeded from the OS; the port and the
-    /// question check carry the rest of the entropy.
-    fn next_id(&mut self) -> u16 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
-    }
-
-    /// A fresh ID, registered for slot `index`.
+    /// A fresh ID, registered for slot `index`: from the cryptographic RNG (RFC 5452 §9.2: an
+    /// ID a forger cannot predict from the ones it saw).
     fn take_id(&mut self, index: usize) -> u16 {
         loop {
-            let id = self.next_id();
+            let id: u16 = self.rng.random();
             if self.ids.get(id).is_none() {
                 self.ids.insert(id, index);
                 return id;
@@ -150,9 +164,60 @@ impl Table {
         }
     }
 
+    /// A new copy of slot `index` to upstream `u`: its ID, its socket, and the socket to send on.
+    fn new_copy(&mut self, index: usize, u: usize, now: Instant) -> (Copy, Option<Arc<UdpSocket>>) {
+        let id = self.take_id(index);
+        let Table { ports, rng, .. } = self;
+        let (port, socket) = match ports.pick(u, rng, now) {
+            Some((port, socket)) => (port, Some(socket)),
+            None => (u16::MAX, None),
+        };
+        let copy = Copy {
+            id,
+            upstream: u as u8,
+            port,
+        };
+        (copy, socket)
+    }
+
+    /// The slot of a client's query in flight that `query` (its name lower-cased in `lower`) is
+    /// identical to but for the ID and the name's case, with its key.
+    fn coalesce_key(&self, query: &[u8], asked: &Asked, lower: &[u8]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(&query[2..wire::HEADER_LEN]);
+        h.write(lower);
+        h.write(&query[wire::HEADER_LEN + asked.question.name_len..]);
+        h.finish()
+    }
+
+    fn find_same(&self, key: u64, query: &[u8], asked: &Asked) -> Option<usize> {
+        let name_end = wire::HEADER_LEN + asked.question.name_len;
+        let slots = &self.slots;
+        self.coalesce
+            .find(key, |&i| {
+                let s = &slots[i as usize];
+                s.live
+                    && s.query.len() == query.len()
+                    && s.query[2..wire::HEADER_LEN] == query[2..wire::HEADER_LEN]
+                    && s.query[wire::HEADER_LEN..name_end]
+                        .eq_ignore_ascii_case(&query[wire::HEADER_LEN..name_end])
+                    && s.query[name_end..] == query[name_end..]
+            })
+            .map(|&i| i as usize)
+    }
+
     fn release(&mut self, index: usize) {
+        if let Some(key) = self.slots[index].key.take()
+            && let Ok(e) = self.coalesce.find_entry(key, |&i| i as usize == index)
+        {
+            e.remove();
+        }
         let slot = &mut self.slots[index];
         slot.live = false;
+        slot.extra.clear();
+        if slot.query.capacity() > KEEP_QUERY_BUFFER {
+            slot.query = Vec::new();
+        }
         for c in &slot.copies[..slot.sent] {
             self.ids.remove(c.id);
         }
@@ -185,22 +250,28 @@ impl Table {
 
 /// What the relay thread does after a timer run, outside the lock.
 enum Action {
-    /// Send `scratch[range]` to upstream `u`.
-    Send { u: usize, start: usize, end: usize },
-    /// Nobody answered in time: send the client the failure reply for `scratch[range]`.
+    /// Send `scratch[range]` to upstream `u` on `socket`.
+    Send {
+        u: usize,
+        socket: Option<Arc<UdpSocket>>,
+        start: usize,
+        end: usize,
+    },
+    /// Nobody answered in time: send the client (and the clients coalesced with it) the failure
+    /// reply for `scratch[range]`.
     GiveUp {
         dest: Dest,
         asked: Asked,
         err: QueryError,
         start: usize,
         end: usize,
+        extra: Vec<(SocketAddr, Box<[u8]>)>,
     },
 }
 
 /// One worker's relay: its query thread calls [`UdpRelay::forward`], its relay thread runs
 /// [`RelayLoop::run`].
 pub(crate) struct UdpRelay {
-    sockets: Vec<UdpSocket>,
     health: Arc<UpstreamHealth>,
     table: Mutex<Table>,
     waker: Arc<Waker>,
@@ -216,19 +287,6 @@ pub(crate) struct UdpRelay {
 pub(crate) struct RelayLoop {
     relay: Arc<UdpRelay>,
     poll: Poll,
-}
-
-/// Creates a UDP socket connected to `upstream`, non-blocking (the relay thread polls it).
-pub(crate) fn connect(upstream: SocketAddr) -> io::Result<UdpSocket> {
-    let bind: SocketAddr = if upstream.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let s = UdpSocket::bind(bind)?;
-    s.connect(upstream)?;
-    s.set_nonblocking(true)?;
-    Ok(s)
 }
 
 /// Sends one copy. A connected UDP socket reports an earlier ICMP error on the next `send`,
@@ -251,21 +309,18 @@ impl UdpRelay {
         alias: Arc<AliasResolver>,
     ) -> io::Result<(Arc<UdpRelay>, RelayLoop)> {
         let poll = Poll::new()?;
-        let mut sockets = Vec::with_capacity(health.count());
-        for u in 0..health.count() {
-            let s = connect(health.addr(u))?;
-            poll.registry().register(
-                &mut SourceFd(&s.as_raw_fd()),
-                Token(u),
-                Interest::READABLE,
-            )?;
-            sockets.push(s);
-        }
+        let addrs: Vec<SocketAddr> = (0..health.count()).map(|u| health.addr(u)).collect();
+        // A replaced socket still reads replies for as long as a copy sent from it can count.
+        let ports = Ports::open(&addrs, poll.registry().try_clone()?, budget)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         health.on_change(waker.clone());
         let relay = Arc::new(UdpRelay {
-            table: Mutex::new(Table::new(health.count(), max_inflight, Instant::now())),
-            sockets,
+            table: Mutex::new(Table::new(
+                health.count(),
+                max_inflight,
+                Instant::now(),
+                ports,
+            )),
             health,
             waker,
             client,
@@ -294,15 +349,17 @@ impl UdpRelay {
         let _ = self.waker.wake();
     }
 
-    /// Sends the client's `query` (read into `asked`) upstream; its ID is rewritten in place.
-    /// `Err` means it was not taken: the caller answers with [`failure_reply`].
+    /// Sends the client's `query` (read into `asked`, its name lower-cased in `lower`) upstream,
+    /// or joins an identical query in flight; its ID is rewritten in place. `Err` means it was
+    /// not taken: the caller answers with [`failure_reply`].
     pub(crate) fn forward(
         &self,
         query: &mut [u8],
         asked: &Asked,
+        lower: &[u8],
         client: SocketAddr,
     ) -> Result<(), QueryError> {
-        self.submit(query, asked, Dest::Client(client))
+        self.submit(query, asked, Dest::Client(client), Some(lower))
     }
 
     /// Sends our alias target lookup `token` (`query`, read into `asked`) upstream, in a slot
@@ -314,15 +371,32 @@ impl UdpRelay {
         asked: &Asked,
         token: u64,
     ) -> Result<(), QueryError> {
-        self.submit(query, asked, Dest::Lookup(token))
+        self.submit(query, asked, Dest::Lookup(token), None)
     }
 
-    fn submit(&self, query: &mut [u8], asked: &Asked, dest: Dest) -> Result<(), QueryError> {
+    fn submit(
+        &self,
+        query: &mut [u8],
+        asked: &Asked,
+        dest: Dest,
+        lower: Option<&[u8]>,
+    ) -> Result<(), QueryError> {
         let now = Instant::now();
         let first = self.health.first();
         let mut copies = [Copy::default(); 2];
+        let mut sockets: [Option<Arc<UdpSocket>>; 2] = [None, None];
         let (wake, n) = {
             let mut t = self.lock();
+            // Coalescing (RFC 5452 §5: one upstream query per question in flight, so a burst
+            // of clients asking one name does not multiply a forger's chances).
+            let key = lower.map(|l| t.coalesce_key(query, asked, l));
+            if let (Some(key), Dest::Client(client)) = (key, dest)
+                && let Some(index) = t.find_same(key, query, asked)
+                && t.slots[index].extra.len() < MAX_COALESCED
+            {
+                t.slots[index].extra.push((client, Box::from(&*query)));
+                return Ok(());
+            }
             let Some(index) = t.free.pop() else {
                 return Err(QueryError::Shed);
             };
@@ -339,12 +413,11 @@ impl UdpRelay {
                     next_at: now,
                     give_up: now,
                     query: Vec::new(),
+                    key: None,
+                    extra: Vec::new(),
                 });
             }
-            copies[0] = Copy {
-                id: t.take_id(index),
-                upstream: first as u8,
-            };
+            (copies[0], sockets[0]) = t.new_copy(index, first, now);
             let mut n = 1;
             // A down upstream still gets a copy of a real query now and then, alongside the one
             // that goes to an upstream that is up (so no client waits on it).
@@ -352,10 +425,7 @@ impl UdpRelay {
                 for d in (0..self.health.count()).filter(|d| !self.health.is_healthy(*d)) {
                     if now >= t.admit_at[d] {
                         t.admit_at[d] = now + ADMIT_INTERVAL;
-                        copies[1] = Copy {
-                            id: t.take_id(index),
-                            upstream: d as u8,
-                        };
+                        (copies[1], sockets[1]) = t.new_copy(index, d, now);
                         n = 2;
                         break;
                     }
@@ -375,7 +445,17 @@ impl UdpRelay {
             s.give_up = give_up;
             s.query.clear();
             s.query.extend_from_slice(query);
+            s.key = key.filter(|_| matches!(dest, Dest::Client(_)));
             let due = s.due();
+            if let Some(key) = s.key {
+                let Table {
+                    coalesce, slots, ..
+                } = &mut *t;
+                // Growing re-hashes with the key kept in each slot.
+                coalesce.insert_unique(key, index as u16, |&i| {
+                    slots[i as usize].key.unwrap_or_default()
+                });
+            }
             t.live += 1;
             t.budget.earn();
             for c in &copies[..n] {
@@ -387,11 +467,12 @@ impl UdpRelay {
         if wake {
             let _ = self.waker.wake();
         }
-        for c in &copies[..n] {
+        for (c, socket) in copies[..n].iter().zip(&sockets) {
             let u = c.upstream as usize;
             query[..2].copy_from_slice(&c.id.to_be_bytes());
             self.stats.upstream_request(u);
-            if send(&self.sockets[u], query).is_err() {
+            let sent = socket.as_ref().map(|s| send(s, query));
+            if !matches!(sent, Some(Ok(()))) {
                 // The relay thread re-sends on its timer.
                 self.stats.upstream_error(u);
             }
@@ -399,10 +480,19 @@ impl UdpRelay {
         Ok(())
     }
 
-    /// A datagram arrived on upstream `u`'s socket. `kept` is the relay thread's spare buffer:
-    /// with serve-stale on, the answered query's bytes are swapped into it (no copy) so that the
-    /// stale cache stores the reply after the table lock is released.
-    fn on_reply(&self, u: usize, reply: &mut [u8], now: Instant, kept: &mut Vec<u8>) {
+    /// A datagram arrived on socket `port` (to upstream `u`). `kept` is the relay thread's spare
+    /// buffer: with serve-stale on, the answered query's bytes are swapped into it (no copy) so
+    /// that the stale cache stores the reply after the table lock is released; `extra` likewise
+    /// takes the clients coalesced with it.
+    fn on_reply(
+        &self,
+        port: u16,
+        u: usize,
+        reply: &mut [u8],
+        now: Instant,
+        kept: &mut Vec<u8>,
+        extra: &mut Vec<(SocketAddr, Box<[u8]>)>,
+    ) {
         let Some(h) = wire::Header::read(reply) else {
             return;
         };
@@ -412,11 +502,11 @@ impl UdpRelay {
                 return; // late, duplicate or spoofed
             };
             let s = &t.slots[index];
-            // A reply to any copy we sent to this upstream completes the query; the connected
-            // socket guarantees it came from that upstream.
+            // A reply to any copy we sent completes the query, if it arrived on the socket that
+            // copy left from (connected: only the upstream's address and port get there).
             let ours = s.copies[..s.sent]
                 .iter()
-                .any(|c| c.id == h.id && c.upstream as usize == u);
+                .any(|c| c.id == h.id && c.port == port && c.upstream as usize == u);
             if !ours || !self.question_matches(u, reply, h.id, &s.query, s.asked.question.end()) {
                 return;
             }
@@ -431,6 +521,8 @@ impl UdpRelay {
             if self.stale.is_some() && matches!(dest, Dest::Client(_)) {
                 std::mem::swap(&mut t.slots[index].query, kept);
             }
+            extra.clear();
+            std::mem::swap(&mut t.slots[index].extra, extra);
             t.release(index);
             (dest, asked, first_sent)
         };
@@ -453,6 +545,17 @@ impl UdpRelay {
             .forward_latency
             .observe(now.saturating_duration_since(first_sent));
         let _ = self.client.send_to(reply, client);
+        // The clients coalesced with it: the same reply with their own ID and spelling of the
+        // question (same length: the names are equal but for case).
+        let end = asked.question.end();
+        for (client, query) in extra.drain(..) {
+            if query.len() >= end && reply.len() >= end {
+                reply[..2].copy_from_slice(&query[..2]);
+                reply[wire::HEADER_LEN..end].copy_from_slice(&query[wire::HEADER_LEN..end]);
+                self.stats.count(Outcome::Forwarded);
+                let _ = self.client.send_to(reply, client);
+            }
+        }
     }
 
     /// Whether `reply` (with ID `id`, from upstream `u`) repeats the question of `query`: byte
@@ -460,10 +563,23 @@ impl UdpRelay {
     /// lookups randomise it; a client may too). An upstream that answers with the name in
     /// another case (it does not preserve case, which RFC 1035 §4.1.1 does not demand) is
     /// noticed once and then compared case-insensitively (RFC 5452 §9.1), as before.
-    fn question_matches(&self, u: usize, reply: &[u8], id: u16, query: &[u8], end: usize) -> bool {
+    /// A reply taken from such an upstream gets the question back as it was asked (the client's
+    /// spelling, as a server that preserves case would have echoed it: a 0x20 client checks it).
+    fn question_matches(
+        &self,
+        u: usize,
+        reply: &mut [u8],
+        id: u16,
+        query: &[u8],
+        end: usize,
+    ) -> bool {
         match attempt::reply_match(reply, id, query, end) {
             attempt::Match::Exact => true,
-            attempt::Match::CaseOnly if self.health.ignores_case(u) => true,
+            attempt::Match::CaseOnly if self.health.ignores_case(u) => {
+                // Same length (equal but for case), checked by `reply_match`.
+                reply[wire::HEADER_LEN..end].copy_from_slice(&query[wire::HEADER_LEN..end]);
+                true
+            }
             attempt::Match::CaseOnly => {
                 self.health.note_case_changed(u);
                 false
@@ -472,18 +588,18 @@ impl UdpRelay {
         }
     }
 
-    /// ICMP port unreachable from `u` (the upstream's host is up, its DNS server is not, e.g.
-    /// restarting). Not the end of any query: with other upstreams, the queries waiting on `u`
-    /// move on at once; with `u` alone they keep their re-send schedule within the budget. The
-    /// error cannot be tied to one copy (one connected socket per upstream), so every query whose
-    /// last copy went to `u` is marked refused until its next copy.
-    fn on_refused(&self, u: usize, now: Instant) {
+    /// ICMP port unreachable on socket `port` to `u` (the upstream's host is up, its DNS server
+    /// is not, e.g. restarting). Not the end of any query: with other upstreams, the queries
+    /// waiting on `u` move on at once; with `u` alone they keep their re-send schedule within the
+    /// budget. The error names the socket, not the copy, so every query whose last copy left
+    /// from that socket is marked refused until its next copy.
+    fn on_refused(&self, port: u16, u: usize, now: Instant) {
         self.stats.upstream_error(u);
         let move_on = self.health.count() >= 2;
         let mut t = self.lock();
         let mut any = false;
         for s in t.slots.iter_mut().filter(|s| s.live && s.sent > 0) {
-            if s.copies[s.sent - 1].upstream as usize == u {
+            if s.copies[s.sent - 1].port == port {
                 s.refused = true;
                 if move_on && s.sent < MAX_COPIES {
                     s.next_at = now;
@@ -517,7 +633,7 @@ impl UdpRelay {
                 continue;
             }
             if t.slots[index].give_up <= now {
-                let s = &t.slots[index];
+                let s = &mut t.slots[index];
                 let start = scratch.len();
                 scratch.extend_from_slice(&s.query);
                 actions.push(Action::GiveUp {
@@ -530,6 +646,7 @@ impl UdpRelay {
                     },
                     start,
                     end: scratch.len(),
+                    extra: std::mem::take(&mut s.extra),
                 });
                 t.release(index);
                 continue;
@@ -545,20 +662,18 @@ impl UdpRelay {
                     let sent = s.sent + 1;
                     let wait = t.interval(&self.health, target, sent);
                     if t.budget.take(now) {
-                        let id = t.take_id(index);
+                        let (copy, socket) = t.new_copy(index, target, now);
                         t.silence[target].sent(now);
                         let s = &mut t.slots[index];
-                        s.copies[s.sent] = Copy {
-                            id,
-                            upstream: target as u8,
-                        };
+                        s.copies[s.sent] = copy;
                         s.sent = sent;
                         s.refused = false;
                         let start = scratch.len();
                         scratch.extend_from_slice(&s.query);
-                        scratch[start..start + 2].copy_from_slice(&id.to_be_bytes());
+                        scratch[start..start + 2].copy_from_slice(&copy.id.to_be_bytes());
                         actions.push(Action::Send {
                             u: target,
+                            socket,
                             start,
                             end: scratch.len(),
                         });
@@ -570,6 +685,7 @@ impl UdpRelay {
             next_due = Some(next_due.map_or(due, |d| d.min(due)));
         }
         t.next_due = next_due;
+        t.ports.close_drained(now);
         for u in 0..self.health.count() {
             t.silence[u].check(&self.health, u, now);
         }
@@ -605,10 +721,16 @@ impl UdpRelay {
         let mut out = Vec::new();
         for action in actions.drain(..) {
             match action {
-                Action::Send { u, start, end } => {
+                Action::Send {
+                    u,
+                    socket,
+                    start,
+                    end,
+                } => {
                     self.stats.upstream_request(u);
                     self.stats.upstream_retransmit(u);
-                    if send(&self.sockets[u], &scratch[start..end]).is_err() {
+                    let sent = socket.as_ref().map(|s| send(s, &scratch[start..end]));
+                    if !matches!(sent, Some(Ok(()))) {
                         self.stats.upstream_error(u);
                     }
                 }
@@ -623,24 +745,45 @@ impl UdpRelay {
                     err,
                     start,
                     end,
+                    extra,
                 } => {
                     let query = &scratch[start..end];
-                    let outcome = failure_reply(
-                        query,
-                        &asked,
-                        err,
-                        self.stale.as_deref(),
-                        Transport::Udp,
-                        &mut out,
-                    );
-                    self.stats.count(outcome);
-                    if !out.is_empty() {
-                        let _ = self.client.send_to(&out, client);
+                    self.fail(query, &asked, err, client, &mut out);
+                    for (client, query) in extra {
+                        if let Some(asked) = Asked::read(&query) {
+                            self.fail(&query, &asked, err, client, &mut out);
+                        }
                     }
                 }
             }
         }
+        if scratch.capacity() > KEEP_SCRATCH {
+            scratch.shrink_to(KEEP_SCRATCH);
+        }
         next
+    }
+
+    /// The failure reply (stale answer or SERVFAIL) to `client` for `query`, counted.
+    fn fail(
+        &self,
+        query: &[u8],
+        asked: &Asked,
+        err: QueryError,
+        client: SocketAddr,
+        out: &mut Vec<u8>,
+    ) {
+        let outcome = failure_reply(
+            query,
+            asked,
+            err,
+            self.stale.as_deref(),
+            Transport::Udp,
+            out,
+        );
+        self.stats.count(outcome);
+        if !out.is_empty() {
+            let _ = self.client.send_to(out, client);
+        }
     }
 }
 
@@ -654,6 +797,7 @@ impl RelayLoop {
         let mut actions = Vec::new();
         let mut scratch = Vec::new();
         let mut kept = Vec::new();
+        let mut extra = Vec::new();
         let mut recoveries = relay.health.recoveries();
         loop {
             let now = Instant::now();
@@ -680,17 +824,28 @@ impl RelayLoop {
             // `sleeping` is cleared by the next reply or timer run (both lock anyway); until
             // then a query may wake us needlessly, which costs one eventfd write.
             for event in events.iter() {
-                let u = event.token().0;
-                if u >= relay.sockets.len() {
-                    continue; // the waker
+                let token = event.token();
+                if token == WAKE {
+                    continue;
                 }
+                let Some((u, socket)) = relay.lock().ports.get(token.0) else {
+                    continue; // closed after it became readable
+                };
+                let port = token.0 as u16;
                 // Edge-triggered: read until the socket is empty.
                 loop {
-                    match relay.sockets[u].recv(&mut buf) {
-                        Ok(n) => relay.on_reply(u, &mut buf[..n], Instant::now(), &mut kept),
+                    match socket.recv(&mut buf) {
+                        Ok(n) => relay.on_reply(
+                            port,
+                            u,
+                            &mut buf[..n],
+                            Instant::now(),
+                            &mut kept,
+                            &mut extra,
+                        ),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                            relay.on_refused(u, Instant::now());
+                            relay.on_refused(port, u, Instant::now());
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => break,
@@ -708,11 +863,26 @@ mod tests {
     use crate::dns::query::Asked;
     use crate::upstream::health::test_health as health;
 
+    /// A table for `upstreams` upstreams (on loopback) and `capacity` slots.
+    fn table(upstreams: usize, capacity: usize, now: Instant) -> (Table, Poll) {
+        let poll = Poll::new().unwrap();
+        let addrs: Vec<SocketAddr> = (0..upstreams)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 5300 + i as u16)))
+            .collect();
+        let ports = Ports::open(
+            &addrs,
+            poll.registry().try_clone().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        (Table::new(upstreams, capacity, now, ports), poll)
+    }
+
     #[test]
     fn capacity_is_bounded_by_the_id_space() {
         let t0 = Instant::now();
         for (asked, slots) in [(0, 1), (1, 1), (1024, 1024), (100_000, 65_535 / MAX_COPIES)] {
-            assert_eq!(Table::new(1, asked, t0).free.len(), slots, "{asked}");
+            assert_eq!(table(1, asked, t0).0.free.len(), slots, "{asked}");
         }
     }
 
@@ -731,7 +901,7 @@ mod tests {
             (true, Some(ms(20)), ms(50), false),
         ];
         for (sleeping, until, due, wake) in rows {
-            let mut t = Table::new(1, 4, t0);
+            let (mut t, _poll) = table(1, 4, t0);
             t.sleeping = sleeping;
             t.sleeping_until = until;
             assert_eq!(t.must_wake(due), wake, "{sleeping} {until:?} {due:?}");
@@ -742,7 +912,7 @@ mod tests {
     #[test]
     fn ids_live_exactly_as_long_as_their_slot() {
         let t0 = Instant::now();
-        let mut t = Table::new(1, 4, t0);
+        let (mut t, _poll) = table(1, 4, t0);
         for index in 0..2 {
             let query = [0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
             t.slots.push(Slot {
@@ -756,10 +926,16 @@ mod tests {
                 next_at: t0,
                 give_up: t0,
                 query: query.to_vec(),
+                key: None,
+                extra: Vec::new(),
             });
             for k in 0..3 {
                 let id = t.take_id(index);
-                t.slots[index].copies[k] = Copy { id, upstream: 0 };
+                t.slots[index].copies[k] = Copy {
+                    id,
+                    upstream: 0,
+                    port: 0,
+                };
                 t.slots[index].sent = k + 1;
             }
             t.live += 1;
@@ -789,7 +965,7 @@ mod tests {
     fn intervals_follow_the_rtt_and_health() {
         let t0 = Instant::now();
         let h = health(1);
-        let mut t = Table::new(1, 4, t0);
+        let (mut t, _poll) = table(1, 4, t0);
         let ms = Duration::from_millis;
         let rows = [(1, ms(200)), (2, ms(200)), (3, ms(400))];
         for (sent, want) in rows {

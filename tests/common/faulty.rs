@@ -32,6 +32,9 @@ pub enum Act {
     Tc,
     /// Over TCP: close the connection without answering.
     Close,
+    /// The answer 192.0.2.<n> with the question's name in upper case (an upstream that does not
+    /// preserve the case it was asked in).
+    Upcased(u8),
 }
 
 type Script = dyn Fn(&Query) -> Act + Send + Sync;
@@ -217,6 +220,12 @@ fn respond_udp(udp: &UdpSocket, other: &UdpSocket, to: SocketAddr, q: &[u8], act
     );
     match act {
         Act::Answer(n) => send(&reply(q, Some(n))),
+        Act::Upcased(n) => {
+            let mut r = reply(q, Some(n));
+            let end = question_end(q) - 4;
+            r[12..end].make_ascii_uppercase();
+            send(&r)
+        }
         Act::AnswerAfter(n, d) => {
             std::thread::sleep(d);
             send(&reply(q, Some(n)))
@@ -270,7 +279,7 @@ fn serve_tcp(mut conn: TcpStream, script: &Script, seen: &Mutex<Vec<Query>>) {
         };
         seen.lock().unwrap().push(q.clone());
         let r = match script(&q) {
-            Act::Answer(n) => reply(&q.bytes, Some(n)),
+            Act::Answer(n) | Act::Upcased(n) => reply(&q.bytes, Some(n)),
             Act::AnswerAfter(n, d) => {
                 std::thread::sleep(d);
                 reply(&q.bytes, Some(n))
