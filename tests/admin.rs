@@ -115,11 +115,9 @@ fn forwarding_loop_is_detected_and_keeps_the_daemon_not_ready() {
     }
     // The reflector must know where to send before the daemon's loop check runs: bind a port
     // first, tell the reflector, then start the daemon on it.
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port free for UDP and TCP alike (the daemon binds both): a UDP port alone may be the
+    // local port of some TCP client socket of another test running at the same time.
+    let port = common::black_hole().addr.port();
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     *target.lock().unwrap() = Some(listen);
     let d = Daemon::start_with(MAPPING, vec![reflector_addr], |c| {
@@ -300,11 +298,30 @@ fn slots(addr: SocketAddr) -> usize {
     metric(&get(addr, "/metrics").1, "splitdns_admin_connection_slots") as usize
 }
 
-/// A connection that has sent the start of a request and will never finish its headers.
+/// A connection that has sent the start of a request and will never finish its headers. (The
+/// server may have evicted it already, the write failing: the caller sees it closed.)
 fn slow_client(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let _ = s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n");
     s
+}
+
+/// A connection from `src` (any of 127/8 on Linux), as kubelet's come from the node's address.
+fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((src, 0)).into()).unwrap();
+    s.connect(&addr.into()).unwrap();
+    s.into()
+}
+
+/// `GET path` from `src`: (status, body), within 5 s.
+fn get_from(src: [u8; 4], addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = connect_from(src, addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let got = outcome(&mut s, Duration::from_secs(5)).expect("answered within 5 s");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status_of(&got).unwrap_or(0), body)
 }
 
 /// What the server did with a connection, waiting up to `within`: the bytes it sent before
@@ -400,7 +417,7 @@ fn live_is_answered_with_more_slow_connections_than_slots() {
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
     let a = admin(&d);
-    let n = 150;
+    let n = 100;
     let slots = slots(a);
     assert!(
         n > 2 * slots,
@@ -426,19 +443,25 @@ fn live_is_answered_with_more_slow_connections_than_slots() {
             opened
         })
     };
+    // Metrics are read from a third address (as Prometheus's pod has its own): a connection
+    // from the flood's address could itself be evicted by the flood.
+    let metrics = || get_from([127, 0, 0, 3], a, "/metrics").1;
+    let evicted = r#"splitdns_admin_connections_total{outcome="evicted"}"#;
     common::eventually(
         Duration::from_secs(10),
         "slots filled by the attacker",
-        || ended(a, "evicted") >= (n - slots) as f64,
+        || metric(&metrics(), evicted) >= (n - slots) as f64,
     );
+    // The probes come from another address, as kubelet's come from the node's: the flood's
+    // address holds the most slots, so only its own connections are evicted, however fast it
+    // reconnects. (A client sharing the flood's address and slow to send its request could
+    // lose its connection to such a flood; see Live::evict.)
     for _ in 0..10 {
-        let t0 = Instant::now();
-        // common::http_get gives up (panics) after 5 s: "promptly" with a lot of room.
-        assert_eq!(get(a, "/live"), (200, "ok\n".into()));
-        assert!(t0.elapsed() < Duration::from_secs(5));
+        // get_from gives up after 5 s: "promptly" with a lot of room.
+        assert_eq!(get_from([127, 0, 0, 2], a, "/live"), (200, "ok\n".into()));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let m = get(a, "/metrics").1;
+    let m = metrics();
     assert!(
         metric(&m, "splitdns_admin_connections_open") <= slots as f64,
         "open connections stay within the slots:\n{m}"
@@ -597,12 +620,7 @@ fn a_flood_from_one_address_evicts_its_own_connections_first() {
     let slots = slots(a);
     // A "kubelet" on another loopback address (Linux routes all of 127/8 to lo), slow to send
     // its request: it connects first, so it is the oldest connection of all.
-    let kubelet = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    kubelet
-        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
-        .unwrap();
-    kubelet.connect(&a.into()).unwrap();
-    let mut kubelet: TcpStream = kubelet.into();
+    let mut kubelet = connect_from([127, 0, 0, 2], a);
     // Then a flood from 127.0.0.1, more than every slot.
     let mut flood: Vec<TcpStream> = (0..slots + 8).map(|_| slow_client(a)).collect();
     common::eventually(Duration::from_secs(5), "the flood's oldest closed", || {
