@@ -5,7 +5,8 @@ Starts splitdns (and a scripted upstream for the forwarded cases), opens CLIENTS
 that each write pipelined queries until their socket blocks and never read a reply, then
 measures how long NEW clients wait for an answer to a mapped name, and the daemon's resident
 memory (VmRSS) and the kernel memory of its client sockets (`ss -tm`: receive queue, send queue,
-forward allocation) before, during (peak) and after the flood.
+forward allocation) before, during (peak) and 3 s and 10 s after the flood clients close. The flood clients keep
+pipelining (whatever their sockets take) until the new clients have been measured.
 
   benches/tcp_flood.py --bin target/release/splitdns [--mode local|forward|large|bigreply]
 
@@ -269,7 +270,10 @@ def main():
         out["flood_bytes_sent"] = sent
         out["flood_bytes_unsent"] = sum(len(b) for b in pending)
         out["rss_during_kib"] = rss_kib(d.pid)
-        waits = [wait_answer(port, a.new_timeout) for _ in range(a.new)]
+        waits = []
+        for _ in range(a.new):
+            top_up(socks, pending)
+            waits.append(wait_answer(port, a.new_timeout))
         out["new_clients_answered"] = sum(w is not None for w in waits)
         out["new_client_seconds"] = [None if w is None else round(w, 3) for w in waits]
         t_end = time.monotonic() + 2
@@ -286,6 +290,9 @@ def main():
         out["rss_after_kib"] = rss_kib(d.pid)
         out["sock_after_kib"] = daemon_sock_kib(port)
         out["after_answer_seconds"] = wait_answer(port, 5)
+        time.sleep(7)
+        out["rss_after10_kib"] = rss_kib(d.pid)
+        out["sock_after10_kib"] = daemon_sock_kib(port)
     finally:
         for s in socks:
             s.close()
