@@ -19,7 +19,10 @@
 //!   progress: it is idle, not busy.
 //! - **Memory.** Every byte of every message the TCP side holds (queries read, replies queued,
 //!   forwards in flight with room for their reply) is charged to one budget of `--tcp-memory`
-//!   bytes before it is allocated or a task is spawned (see [`Charge`]). Each connection has a
+//!   bytes per listen address before it is allocated or a task is spawned (see [`Charge`]).
+//!   Outside it: a few KiB of state per connection, the kernel's socket buffers
+//!   ([`SOCKET_BUFFER`]), and per connection at most one local or alias answer between being
+//!   built and being charged. Each connection has a
 //!   small allowance of its own ([`ALLOWANCE`]: ordinary queries and local answers never wait on
 //!   anyone), the rest is a shared pool of which one connection may hold at most an eighth.
 //!   A connection over that share waits for its own bytes to drain (it is slowed, nobody else);
