@@ -104,6 +104,16 @@ pub struct Serve {
     #[arg(long, env = "SPLITDNS_TCP_MAX_QUERIES", default_value_t = 1000)]
     pub tcp_max_queries: usize,
 
+    /// Cut off a TCP client that takes no reply, or sends no rest of a started message, for
+    /// this long.
+    #[arg(long, env = "SPLITDNS_TCP_WRITE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub tcp_write_timeout: Duration,
+
+    /// Memory for TCP messages per listen address: queries read, replies queued, forwards in
+    /// flight (each with room for a 64 KiB reply); beyond it TCP clients wait.
+    #[arg(long, env = "SPLITDNS_TCP_MEMORY", default_value = "16MiB", value_parser = bytes)]
+    pub tcp_memory: usize,
+
     /// At SIGTERM, how long in-flight forwards may take to finish.
     #[arg(long, env = "SPLITDNS_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     pub shutdown_grace: Duration,
@@ -284,6 +294,8 @@ impl Serve {
             tcp_max_connections: self.tcp_max_connections.max(1),
             tcp_idle_timeout: self.tcp_idle_timeout,
             tcp_max_queries: self.tcp_max_queries.max(1),
+            tcp_write_timeout: self.tcp_write_timeout.max(Duration::from_millis(100)),
+            tcp_memory: self.tcp_memory,
             shutdown_grace: self.shutdown_grace,
             poll_interval: self.poll_interval.max(Duration::from_millis(50)),
             admin: self.admin.0,

@@ -64,6 +64,12 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     /// Queries answered on one TCP connection before it is closed.
     pub tcp_max_queries: usize,
+    /// A TCP peer that takes no reply (or sends no rest of a started message) for this long is
+    /// cut off.
+    pub tcp_write_timeout: Duration,
+    /// Bytes of messages the TCP side of one listen address holds at once (queries read,
+    /// replies queued, forwards in flight with room for their reply).
+    pub tcp_memory: usize,
     /// How long in-flight forwards may take to finish at shutdown.
     pub shutdown_grace: Duration,
     /// How often the mapping source is re-read and hashed, besides the directory watch.
@@ -105,6 +111,8 @@ impl Config {
             tcp_max_connections: 256,
             tcp_idle_timeout: Duration::from_secs(10),
             tcp_max_queries: 1000,
+            tcp_write_timeout: Duration::from_secs(5),
+            tcp_memory: 16 << 20,
             shutdown_grace: Duration::from_secs(5),
             poll_interval: Duration::from_secs(5),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),

@@ -207,3 +207,260 @@ fn udp_and_tcp_count_the_same_outcomes_for_the_same_queries() {
         assert_eq!(totals.udp[outcome as usize], n, "{outcome:?}: {totals:?}");
     }
 }
+
+/// A client that pipelines queries and never reads a reply. Small socket buffers on our side
+/// (set before connecting), so that the daemon's writes stall after a few KiB.
+struct NonReader {
+    s: TcpStream,
+    frame: Vec<u8>,
+    /// Octets of the current frame written (whole frames only, so the framing stays intact and
+    /// the daemon never closes it for garbage).
+    at: usize,
+}
+
+impl NonReader {
+    fn connect(addr: SocketAddr, name: &str) -> NonReader {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.set_send_buffer_size(16 << 10).unwrap();
+        s.connect(&addr.into()).unwrap();
+        let s: TcpStream = s.into();
+        s.set_nonblocking(true).unwrap();
+        let frame = common::framed(&query(name, RecordType::A).to_vec().unwrap());
+        let mut c = NonReader { s, frame, at: 0 };
+        let _ = c.top_up();
+        c
+    }
+
+    /// Writes more queries until the socket would block (64 KiB at most); `Err` once the daemon
+    /// has closed the connection.
+    fn top_up(&mut self) -> std::io::Result<()> {
+        // Frames from where the last write stopped.
+        let batch: Vec<u8> = self.frame[self.at..]
+            .iter()
+            .chain(self.frame.iter().cycle())
+            .copied()
+            .take(64 << 10)
+            .collect();
+        let mut written = 0;
+        while written < batch.len() {
+            match self.s.write(&batch[written..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.at = (self.at + written) % self.frame.len();
+        Ok(())
+    }
+}
+
+#[test]
+fn a_client_that_does_not_take_its_replies_is_cut_off_after_the_write_timeout() {
+    let up = faulty::start(|_| Act::Answer(1));
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.tcp_write_timeout = Duration::from_millis(500);
+        // Neither the idle timeout nor the query limit: only the write timeout closes these.
+        c.tcp_idle_timeout = Duration::from_secs(60);
+        c.tcp_max_queries = 1_000_000;
+        c.shutdown_grace = Duration::from_secs(1);
+    });
+    // Local answers (sent by the reader) and forwarded ones (sent by the forward tasks).
+    for name in ["db-0.db.example.com.", "www.example.org."] {
+        let t0 = Instant::now();
+        let mut c = NonReader::connect(d.tcp, name);
+        let mut cut_off = false;
+        while !cut_off && t0.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(10));
+            cut_off = c.top_up().is_err();
+        }
+        assert!(cut_off, "a client not reading {name} answers is closed");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(500),
+            "not before the write timeout: {:?}",
+            t0.elapsed()
+        );
+    }
+    // The daemon still serves.
+    let r = tcp(d.tcp, &query("db-0.db.example.com.", RecordType::A));
+    assert_eq!(r.answers.len(), 1);
+}
+
+#[test]
+fn with_every_slot_held_by_clients_that_never_read_a_new_client_is_answered() {
+    let up = faulty::start(|_| Act::Answer(1));
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        assert_eq!(c.tcp_max_connections, 256, "the default");
+        // Only eviction may free a slot here: no write or idle timeout, no query limit.
+        c.tcp_write_timeout = Duration::from_secs(120);
+        c.tcp_idle_timeout = Duration::from_secs(120);
+        c.tcp_max_queries = 1_000_000;
+        c.shutdown_grace = Duration::from_secs(1);
+    });
+    // 256 connections pipelining local and forwarded queries, none reading, and going on
+    // pipelining (from another thread) while new clients come.
+    let flood: Vec<NonReader> = (0..256)
+        .map(|i| {
+            let name = if i % 2 == 0 {
+                "db-0.db.example.com."
+            } else {
+                "www.example.org."
+            };
+            NonReader::connect(d.tcp, name)
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pipelining = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut flood = flood;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for c in &mut flood {
+                    let _ = c.top_up();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..8 {
+        let t0 = Instant::now();
+        let mut s = connect(d.tcp);
+        let mut q = query("db-0.db.example.com.", RecordType::A);
+        q.metadata.id = 100 + i;
+        send(&mut s, &q);
+        let r = recv(&mut s).expect("a new client is answered");
+        assert_eq!((r.metadata.id, r.answers.len()), (100 + i, 1));
+        // Within a second, measured; a generous bound for a loaded CI machine.
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "new client {i} waited {:?}",
+            t0.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pipelining.join().unwrap();
+}
+
+/// `--tcp-memory 2MiB`: 1 MiB of it is the 256 connections' own allowances, 1 MiB the shared
+/// pool. A forward of a 60,000-octet query is charged the query, the forwarder's three copies
+/// and a full reply (305,537 octets): three fit in the pool, never four, however many clients
+/// pipeline them. A client asking an ordinary question meanwhile is still answered at once: a
+/// connection holding the pool without progress is closed for it.
+#[test]
+fn the_memory_budget_bounds_the_work_in_flight_and_a_hog_never_blocks_others() {
+    let up = faulty::start(|q| {
+        if q.name.starts_with("big-") {
+            Act::AnswerAfter(1, Duration::from_secs(6))
+        } else {
+            Act::Answer(2)
+        }
+    });
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.tcp_memory = 2 << 20;
+        c.upstream_timeout = Duration::from_secs(10);
+        c.shutdown_grace = Duration::from_secs(1);
+    });
+    let big_names = || {
+        let seen = up.seen.lock().unwrap();
+        let mut names: Vec<String> = seen
+            .iter()
+            .filter(|q| q.name.starts_with("big-"))
+            .map(|q| q.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names.len()
+    };
+    // Five clients, three 60,000-octet queries each, pipelined.
+    let mut hogs: Vec<TcpStream> = (0..5)
+        .map(|h| {
+            let mut s = connect(d.tcp);
+            for i in 0..3 {
+                let mut q = query(&format!("big-{h}-{i}.example.org."), RecordType::A)
+                    .to_vec()
+                    .unwrap();
+                q.resize(60_000, 0xAB);
+                s.write_all(&common::framed(&q)).unwrap();
+            }
+            s
+        })
+        .collect();
+    common::eventually(Duration::from_secs(5), "three forwards started", || {
+        big_names() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        big_names(),
+        3,
+        "the budget admits three large forwards, no more"
+    );
+
+    // An ordinary client: a local answer and a forwarded one, long before the hogs' answers.
+    let t0 = Instant::now();
+    let r = tcp(d.tcp, &query("db-0.db.example.com.", RecordType::A));
+    assert_eq!(r.answers.len(), 1);
+    let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
+    assert_eq!(common::first_a(&r), Some("192.0.2.2".parse().unwrap()));
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "not held up by the hogs' 6 s upstream: {:?}",
+        t0.elapsed()
+    );
+    // ... which cost a hog its connection: one without progress was closed to make room.
+    let closed = hogs
+        .iter_mut()
+        .map(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            match s.read(&mut b) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        })
+        .filter(|closed| *closed)
+        .count();
+    assert!(closed >= 1, "a hog was disconnected");
+}
+
+#[test]
+fn slow_bodies_and_empty_messages_neither_stall_nor_slow_anyone() {
+    let up = faulty::start(|_| Act::Answer(1));
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.tcp_write_timeout = Duration::from_millis(500);
+        c.shutdown_grace = Duration::from_secs(1);
+    });
+    // 50 connections announce 65,535 octets and send 100.
+    let mut slow: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = connect(d.tcp);
+            s.write_all(&[0xFF, 0xFF]).unwrap();
+            s.write_all(&[0u8; 100]).unwrap();
+            s
+        })
+        .collect();
+    // 10 send a zero-length message.
+    let mut empty: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = connect(d.tcp);
+            s.write_all(&[0, 0]).unwrap();
+            s
+        })
+        .collect();
+    let t0 = Instant::now();
+    let r = tcp(d.tcp, &query("db-0.db.example.com.", RecordType::A));
+    assert_eq!(r.answers.len(), 1);
+    let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.answers.len(), 1);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // Every one of them is closed: the empty ones at once, the slow ones after the write
+    // timeout (not the 10 s idle timeout).
+    for s in empty.iter_mut().chain(slow.iter_mut()) {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap_or(0), 0, "closed by the server");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+}
