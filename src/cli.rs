@@ -164,6 +164,12 @@ pub struct Serve {
     #[arg(long, env = "SPLITDNS_ALIAS_CACHE_SIZE", default_value = "1MiB", value_parser = bytes)]
     pub alias_cache_size: usize,
 
+    /// When listening beyond loopback, also answer clients in these networks (CIDR, comma-separated;
+    /// "any" for everyone), over UDP with replies at most 3x their query (larger: truncated, TC).
+    /// Clients of other addresses than this pod's own get no reply at all [default: none].
+    #[arg(long, env = "SPLITDNS_ALLOW", value_delimiter = ',', value_parser = allow_net)]
+    pub allow: Vec<Vec<crate::Net>>,
+
     /// Log one line per query (off by default: the hot path logs nothing).
     #[arg(long, env = "SPLITDNS_QUERY_LOG")]
     pub query_log: bool,
@@ -199,6 +205,16 @@ pub enum LogFormat {
 
 fn upstream(s: &str) -> Result<SocketAddr, String> {
     config::parse_upstream(s).map_err(|e| e.to_string())
+}
+
+fn allow_net(s: &str) -> Result<Vec<crate::Net>, String> {
+    match s.trim() {
+        "any" => Ok(vec![
+            crate::Net::parse("0.0.0.0/0")?,
+            crate::Net::parse("::/0")?,
+        ]),
+        net => crate::Net::parse(net).map(|n| vec![n]),
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -306,6 +322,7 @@ impl Serve {
             alias_cache_ttl: self.alias_cache_ttl.max(Duration::from_secs(1)),
             alias_stale: self.alias_stale,
             alias_cache_size: self.alias_cache_size,
+            allow: self.allow.into_iter().flatten().collect(),
             query_log: self.query_log,
         })
     }

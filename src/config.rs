@@ -93,6 +93,9 @@ pub struct Config {
     pub alias_stale: Duration,
     /// Bytes of alias target answers kept.
     pub alias_cache_size: usize,
+    /// Networks whose clients are answered besides this pod's own addresses, when a listen
+    /// address is not loopback (see `server::allow`).
+    pub allow: Vec<crate::Net>,
     /// One log line per query.
     pub query_log: bool,
 }
@@ -123,6 +126,7 @@ impl Config {
             alias_cache_ttl: Duration::from_secs(5),
             alias_stale: Duration::from_secs(600),
             alias_cache_size: 1 << 20,
+            allow: Vec::new(),
             query_log: false,
         }
     }

@@ -40,6 +40,7 @@ use tracing::{info, warn};
 
 pub use config::{Config, ConfigError, MappingSource};
 pub use mapping::{MappingError, SharedMapping, Snapshot};
+pub use server::allow::Net;
 
 use admin::AdminState;
 use mapping::file::{Format, Loaded};
@@ -230,11 +231,18 @@ fn load_logged(config: &Config) -> Result<Loaded, MappingError> {
             cli::DEFAULT_MAPPING
         );
     }
-    for addr in &config.listen {
-        if !addr.ip().is_loopback() {
-            // An open resolver on a pod network can be abused for amplification.
-            warn!(%addr, "listening on a non-loopback address: make sure only the pod can reach it");
-        }
+    if config.listen.iter().any(|a| !a.ip().is_loopback()) {
+        // Not an open resolver: see server::allow.
+        let allowed: Vec<String> = config
+            .allow
+            .iter()
+            .map(|n| format!("{}/{}", n.addr, n.prefix))
+            .collect();
+        info!(
+            allow = %allowed.join(","),
+            "listening beyond loopback: answering this pod's own addresses{} and ignoring everyone else",
+            if allowed.is_empty() { "" } else { " and the --allow networks (UDP replies at most 3x the query)" }
+        );
     }
     Ok(loaded)
 }

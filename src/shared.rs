@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     /// `--query-log`: one log line per query. Off by default: the hot path logs nothing.
     pub query_log: bool,
     pub stop: Stop,
+    /// Who may ask (when listening beyond loopback).
+    pub allow: crate::server::allow::Allow,
 }
 
 /// The data plane's one shutdown signal: a flag for blocking threads and readiness, a watch for
@@ -90,6 +92,7 @@ impl Shared {
             reload,
             query_log: config.query_log,
             stop: Stop::default(),
+            allow: crate::server::allow::Allow::new(&config.listen, config.allow.clone()),
         })
     }
 }

@@ -148,3 +148,20 @@ fn an_oversized_udp_query_is_formerr_and_holds_nothing() {
     );
     assert_eq!(f.udp_count("www.example.org"), 0, "not forwarded");
 }
+
+/// Bound beyond loopback, this pod's own clients are answered as before (the strangers that are
+/// ignored need another network namespace: `benches/security.sh`; the rules are unit tests in
+/// `src/server/allow.rs`).
+#[test]
+fn bound_beyond_loopback_the_pod_itself_is_still_answered() {
+    let f = faulty::start(|_| Act::Answer(3));
+    let d = Daemon::start_with(MAPPING, vec![f.addr], |c| {
+        c.listen = vec!["0.0.0.0:0".parse().unwrap()];
+    });
+    let port = d.udp.port();
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let r = udp(local, &common::query("db-0.db.example.com.", RecordType::A));
+    assert_eq!(common::ipv4s(&r), [Ipv4Addr::new(10, 42, 0, 12)]);
+    let r = udp(local, &common::query("www.example.org.", RecordType::A));
+    assert_eq!(common::ipv4s(&r), [Ipv4Addr::new(192, 0, 2, 3)]);
+}

@@ -55,6 +55,8 @@ pub(crate) enum Sink {
         socket: Arc<UdpSocket>,
         peer: SocketAddr,
         stats: Arc<WorkerStats>,
+        /// The largest reply it may get (server::allow).
+        limit: usize,
     },
     /// Handed to the connection's task, which frames, counts and writes it.
     Tcp(oneshot::Sender<(Vec<u8>, Outcome)>),
@@ -402,11 +404,14 @@ impl AliasResolver {
                     socket,
                     peer,
                     stats,
+                    limit,
                 } => {
                     // Counted before it leaves, so that whoever got it sees it counted.
                     stats.count(outcome);
                     if !reply.is_empty() {
-                        let _ = socket.send_to(&reply, peer);
+                        let mut scratch = [0u8; 512];
+                        let reply = crate::server::allow::limited(&reply, limit, &mut scratch);
+                        let _ = socket.send_to(reply, peer);
                     }
                 }
                 Sink::Tcp(tx) => {

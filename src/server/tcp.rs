@@ -520,11 +520,15 @@ async fn serve(
             a = listener.accept() => a,
             _ = stop.changed() => return,
         };
-        let Ok((stream, _peer)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             // EMFILE and the like: back off briefly rather than spin.
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        // Not an open resolver (server::allow): a stranger's connection is closed at once.
+        if state.shared.allow.verdict(peer.ip()) == crate::server::allow::Verdict::Refused {
+            continue;
+        }
         let slot = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             // All taken: the connection idle longest makes room (RFC 7766 §10).

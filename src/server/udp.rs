@@ -17,8 +17,10 @@ use tracing::info;
 
 use crate::alias::{AliasClient, Sink};
 use crate::config::Config;
+use crate::dns::answer::Outcome;
 use crate::dns::answer::Transport;
 use crate::dns::query::Asked;
+use crate::server::allow::{Verdict, limited, udp_limit};
 use crate::server::dispatch::{Buffers, Client, Handled, handle};
 use crate::shared::Shared;
 use crate::stats::{Proto, WorkerStats};
@@ -76,11 +78,18 @@ impl UdpWorker {
                 // gone away; they concern that client only.
                 Err(_) => continue,
             };
+            // Not an open resolver (server::allow): a stranger gets nothing, not even a refusal.
+            let verdict = self.shared.allow.verdict(peer.ip());
+            if verdict == Verdict::Refused {
+                self.stats.count(Outcome::Dropped);
+                continue;
+            }
             seq = seq.wrapping_add(1);
             let t0 = seq.is_multiple_of(LATENCY_SAMPLE).then(Instant::now);
             let mut client = UdpClient {
                 worker: &self,
                 peer,
+                limit: udp_limit(verdict, n),
             };
             let handled = handle(
                 &self.shared,
@@ -103,17 +112,23 @@ impl UdpWorker {
 struct UdpClient<'w> {
     worker: &'w UdpWorker,
     peer: SocketAddr,
+    /// The largest reply this client may get (a client outside this pod: see server::allow).
+    limit: usize,
 }
 
 impl Client for UdpClient<'_> {
     #[inline]
     fn reply(&mut self, reply: &[u8]) {
+        let mut scratch = [0u8; 512];
+        let reply = limited(reply, self.limit, &mut scratch);
         let _ = self.worker.socket.send_to(reply, self.peer);
     }
 
     #[inline]
     fn forward(&mut self, msg: &mut [u8], asked: &Asked, lower: &[u8]) -> Result<(), QueryError> {
-        self.worker.relay.forward(msg, asked, lower, self.peer)
+        self.worker
+            .relay
+            .forward(msg, asked, lower, self.peer, self.limit)
     }
 }
 
@@ -123,6 +138,7 @@ impl AliasClient for UdpClient<'_> {
             socket: self.worker.socket.clone(),
             peer: self.peer,
             stats: self.worker.stats.clone(),
+            limit: self.limit,
         }
     }
 

@@ -94,6 +94,8 @@ struct Slot {
     key: Option<u64>,
     /// Clients whose identical query waits on this one: (client, its query).
     extra: Vec<(SocketAddr, Box<[u8]>)>,
+    /// The largest reply the client may get (server::allow).
+    limit: usize,
 }
 
 impl Slot {
@@ -266,6 +268,7 @@ enum Action {
         start: usize,
         end: usize,
         extra: Vec<(SocketAddr, Box<[u8]>)>,
+        limit: usize,
     },
 }
 
@@ -358,8 +361,12 @@ impl UdpRelay {
         asked: &Asked,
         lower: &[u8],
         client: SocketAddr,
+        limit: usize,
     ) -> Result<(), QueryError> {
-        self.submit(query, asked, Dest::Client(client), Some(lower))
+        // A client with a reply limit (outside this pod) gets a slot of its own: coalesced
+        // clients share one reply as it is.
+        let lower = (limit == usize::MAX).then_some(lower);
+        self.submit(query, asked, Dest::Client(client), lower, limit)
     }
 
     /// Sends our alias target lookup `token` (`query`, read into `asked`) upstream, in a slot
@@ -371,7 +378,7 @@ impl UdpRelay {
         asked: &Asked,
         token: u64,
     ) -> Result<(), QueryError> {
-        self.submit(query, asked, Dest::Lookup(token), None)
+        self.submit(query, asked, Dest::Lookup(token), None, usize::MAX)
     }
 
     fn submit(
@@ -380,6 +387,7 @@ impl UdpRelay {
         asked: &Asked,
         dest: Dest,
         lower: Option<&[u8]>,
+        limit: usize,
     ) -> Result<(), QueryError> {
         let now = Instant::now();
         let first = self.health.first();
@@ -415,6 +423,7 @@ impl UdpRelay {
                     query: Vec::new(),
                     key: None,
                     extra: Vec::new(),
+                    limit,
                 });
             }
             (copies[0], sockets[0]) = t.new_copy(index, first, now);
@@ -446,6 +455,7 @@ impl UdpRelay {
             s.query.clear();
             s.query.extend_from_slice(query);
             s.key = key.filter(|_| matches!(dest, Dest::Client(_)));
+            s.limit = limit;
             let due = s.due();
             if let Some(key) = s.key {
                 let Table {
@@ -496,7 +506,7 @@ impl UdpRelay {
         let Some(h) = wire::Header::read(reply) else {
             return;
         };
-        let (dest, asked, first_sent) = {
+        let (dest, asked, first_sent, limit) = {
             let mut t = self.lock();
             let Some(index) = t.ids.get(h.id) else {
                 return; // late, duplicate or spoofed
@@ -510,7 +520,8 @@ impl UdpRelay {
             if !ours || !self.question_matches(u, reply, h.id, &s.query, s.asked.question.end()) {
                 return;
             }
-            let (dest, asked, first_sent, sent) = (s.dest, s.asked, s.first_sent, s.sent);
+            let (dest, asked, first_sent, sent, limit) =
+                (s.dest, s.asked, s.first_sent, s.sent, s.limit);
             if sent == 1 {
                 // Karn's algorithm: only a query answered on its only copy measures the RTT.
                 t.rtt[u].sample(now.saturating_duration_since(first_sent));
@@ -524,7 +535,7 @@ impl UdpRelay {
             extra.clear();
             std::mem::swap(&mut t.slots[index].extra, extra);
             t.release(index);
-            (dest, asked, first_sent)
+            (dest, asked, first_sent, limit)
         };
         self.health.answered(u);
         let client = match dest {
@@ -544,7 +555,11 @@ impl UdpRelay {
         self.stats
             .forward_latency
             .observe(now.saturating_duration_since(first_sent));
-        let _ = self.client.send_to(reply, client);
+        let mut scratch = [0u8; 512];
+        let _ = self.client.send_to(
+            crate::server::allow::limited(reply, limit, &mut scratch),
+            client,
+        );
         // The clients coalesced with it: the same reply with their own ID and spelling of the
         // question (same length: the names are equal but for case).
         let end = asked.question.end();
@@ -647,6 +662,7 @@ impl UdpRelay {
                     start,
                     end: scratch.len(),
                     extra: std::mem::take(&mut s.extra),
+                    limit: s.limit,
                 });
                 t.release(index);
                 continue;
@@ -746,12 +762,13 @@ impl UdpRelay {
                     start,
                     end,
                     extra,
+                    limit,
                 } => {
                     let query = &scratch[start..end];
-                    self.fail(query, &asked, err, client, &mut out);
+                    self.fail(query, &asked, err, client, limit, &mut out);
                     for (client, query) in extra {
                         if let Some(asked) = Asked::read(&query) {
-                            self.fail(&query, &asked, err, client, &mut out);
+                            self.fail(&query, &asked, err, client, usize::MAX, &mut out);
                         }
                     }
                 }
@@ -770,6 +787,7 @@ impl UdpRelay {
         asked: &Asked,
         err: QueryError,
         client: SocketAddr,
+        limit: usize,
         out: &mut Vec<u8>,
     ) {
         let outcome = failure_reply(
@@ -782,7 +800,9 @@ impl UdpRelay {
         );
         self.stats.count(outcome);
         if !out.is_empty() {
-            let _ = self.client.send_to(out, client);
+            let mut scratch = [0u8; 512];
+            let reply = crate::server::allow::limited(out, limit, &mut scratch);
+            let _ = self.client.send_to(reply, client);
         }
     }
 }
@@ -928,6 +948,7 @@ mod tests {
                 query: query.to_vec(),
                 key: None,
                 extra: Vec::new(),
+                limit: usize::MAX,
             });
             for k in 0..3 {
                 let id = t.take_id(index);
