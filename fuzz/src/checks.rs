@@ -695,4 +695,16 @@ pub fn mapping_parse(data: &[u8]) {
             );
         }
     }
+    // The same text as the operator's JSON config: never a panic, and every error names the
+    // file, line and column.
+    match splitdns::mapping::operator::parse(text, "fuzz.json", 5, 0) {
+        Ok(c) => assert_eq!(c.snapshot.len(), 0, "the operator's config has rules only"),
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with("fuzz.json:"),
+                "error does not name the file: {shown:?}"
+            );
+        }
+    }
 }
