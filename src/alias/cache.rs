@@ -56,7 +56,8 @@ pub(crate) struct Policy {
 #[derive(Debug, Clone)]
 pub(crate) struct Data {
     /// (type, RDATA) of the records; empty for a negative answer.
-    pub(crate) records: Box<[(u16, Box<[u8]>)]>,
+    /// Shared: a hit clones the handle, not the records (no allocation on the hit path).
+    pub(crate) records: std::sync::Arc<[(u16, Box<[u8]>)]>,
     pub(crate) stored: Instant,
     pub(crate) expires: Instant,
 }
@@ -310,7 +311,7 @@ impl<W: Footprint> Cache<W> {
                     life = life.min(NEGATIVE_CAP);
                 }
                 let data = Data {
-                    records: records.into_boxed_slice(),
+                    records: records.into(),
                     stored: now,
                     expires: now + life,
                 };
