@@ -188,7 +188,22 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .map(|l| admin::spawn(l, admin_state.clone()))
         .transpose()
         .map_err(Error::Thread)?;
-    let prober = upstream::probe::spawn(&shared, &config).map_err(Error::Thread)?;
+    let prober = upstream::probe::spawn(
+        shared.upstreams.clone(),
+        config.probe_interval,
+        config.upstream_timeout,
+    )
+    .map_err(Error::Thread)?;
+    // The loop check runs in the background: start-up does not wait on the upstream, readiness
+    // does.
+    {
+        let (s, ups, timeout) = (
+            shared.clone(),
+            config.upstreams.clone(),
+            config.upstream_timeout,
+        );
+        tokio::spawn(async move { s.loop_guard.check(&ups, timeout).await });
+    }
     let reloader = spawn_reloader(&shared, &config, settings)?;
     log_started(&config);
     Ok(Running {

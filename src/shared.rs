@@ -15,7 +15,7 @@ use crate::mapping::SharedMapping;
 use crate::mapping::reload::ReloadStats;
 use crate::stats::Stats;
 use crate::upstream::health::UpstreamHealth;
-use crate::upstream::probe::LoopGuard;
+use crate::upstream::loop_guard::LoopGuard;
 use crate::upstream::stale::StaleCache;
 
 pub(crate) struct Shared {

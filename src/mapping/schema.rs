@@ -23,8 +23,10 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
+use super::Entry;
 use super::error::MappingError;
-use super::validate::{RuleSpec, check_ttl, host_entry, parse_rule};
+use super::error::Pos;
+use super::validate::{AddrCollector, RuleSpec, check_ttl, parse_rule};
 use super::{SnapshotBuilder, name};
 
 /// A top-level key of a mapping file.
@@ -239,21 +241,58 @@ impl<'de> Visitor<'de> for HostsSeed<'_> {
     }
 }
 
+/// Validates one host's value into an entry; also says whether it set its own TTL.
+fn host_entry(
+    origin: &str,
+    key: &Spanned<String>,
+    value: Spanned<RawHost>,
+    ttl: u32,
+) -> Result<(Entry, bool), MappingError> {
+    let mut addrs = AddrCollector::new(origin, &key.value);
+    match value.value {
+        RawHost::Addrs(list) => {
+            add_all(
+                &mut addrs,
+                Spanned::new(list, value.referenced, value.defined),
+            )?;
+            Ok((addrs.entry(ttl), false))
+        }
+        RawHost::Detailed(d) => {
+            add_all(&mut addrs, d.addresses)?;
+            match &d.ttl {
+                Some(t) => Ok((addrs.entry(check_ttl(origin, t.value, t.referenced)?), true)),
+                None => Ok((addrs.entry(ttl), false)),
+            }
+        }
+    }
+}
+
+/// Every address of a host's list into `addrs`.
+fn add_all(addrs: &mut AddrCollector<'_>, list: Spanned<RawAddrList>) -> Result<(), MappingError> {
+    match list.value {
+        RawAddrList::One(a) => addrs.add(&a, Pos::from(list.referenced)),
+        RawAddrList::Many(items) if items.is_empty() => Err(addrs.empty(list.referenced)),
+        RawAddrList::Many(items) => items
+            .into_iter()
+            .try_for_each(|a| addrs.add(&a.value, a.referenced)),
+    }
+}
+
 /// A host's value: its address(es), or `{ addresses: ..., ttl: ... }`.
-pub(super) enum RawHost {
+enum RawHost {
     Addrs(RawAddrList),
     Detailed(RawDetailed),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawDetailed {
-    pub(super) addresses: Spanned<RawAddrList>,
-    pub(super) ttl: Option<Spanned<u32>>,
+struct RawDetailed {
+    addresses: Spanned<RawAddrList>,
+    ttl: Option<Spanned<u32>>,
 }
 
 /// An address or a list of addresses.
-pub(super) enum RawAddrList {
+enum RawAddrList {
     One(String),
     Many(Vec<Spanned<String>>),
 }

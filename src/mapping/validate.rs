@@ -1,15 +1,13 @@
-//! Validation of what the schema read: addresses, TTLs and rules, each error located at the node
-//! it is about. Names are checked by [`super::name`], duplicates by the snapshot builder.
+//! Validation shared by both syntaxes (the YAML schema and the operator's JSON): addresses, TTLs
+//! and rules, each error located at the node it is about. It knows neither syntax: the readers
+//! hand it values and places ([`RuleSpec`], [`Pos`]), so nothing here imports them. Names are checked by [`super::name`], duplicates by the snapshot builder.
 
 use std::net::IpAddr;
-
-use serde_saphyr::Spanned;
 
 use super::Entry;
 use super::error::{MappingError, Pos};
 use super::name;
 use super::rules::{self, Rule, RuleResult};
-use super::schema::{RawAddrList, RawHost};
 
 /// One rule as either syntax wrote it (`rules:` of a YAML mapping, `rules` of the operator's
 /// JSON), with the place of each part: the one input of [`parse_rule`].
@@ -25,34 +23,6 @@ pub(super) struct RuleSpec {
 /// RFC 2181 §8: a TTL is an unsigned 31-bit number.
 pub(crate) const MAX_TTL: u32 = 0x7fff_ffff;
 
-/// Validates one host's value into an entry; also says whether it set its own TTL.
-pub(super) fn host_entry(
-    origin: &str,
-    key: &Spanned<String>,
-    value: Spanned<RawHost>,
-    ttl: u32,
-) -> Result<(Entry, bool), MappingError> {
-    let mut addrs = AddrCollector {
-        origin,
-        what: &key.value,
-        v4: Vec::new(),
-        v6: Vec::new(),
-    };
-    match value.value {
-        RawHost::Addrs(list) => {
-            addrs.add_all(Spanned::new(list, value.referenced, value.defined))?;
-            Ok((addrs.entry(ttl), false))
-        }
-        RawHost::Detailed(d) => {
-            addrs.add_all(d.addresses)?;
-            match &d.ttl {
-                Some(t) => Ok((addrs.entry(check_ttl(origin, t.value, t.referenced)?), true)),
-                None => Ok((addrs.entry(ttl), false)),
-            }
-        }
-    }
-}
-
 pub(super) fn check_ttl(origin: &str, ttl: u32, at: impl Into<Pos>) -> Result<u32, MappingError> {
     if ttl > MAX_TTL {
         return Err(MappingError::at(
@@ -65,15 +35,24 @@ pub(super) fn check_ttl(origin: &str, ttl: u32, at: impl Into<Pos>) -> Result<u3
 }
 
 /// Collects validated addresses into an [`Entry`]; `what` names the owner in messages.
-struct AddrCollector<'a> {
+pub(super) struct AddrCollector<'a> {
     origin: &'a str,
     what: &'a str,
     v4: Vec<std::net::Ipv4Addr>,
     v6: Vec<std::net::Ipv6Addr>,
 }
 
-impl AddrCollector<'_> {
-    fn add(&mut self, text: &str, loc: impl Into<Pos>) -> Result<(), MappingError> {
+impl<'a> AddrCollector<'a> {
+    pub(super) fn new(origin: &'a str, what: &'a str) -> AddrCollector<'a> {
+        AddrCollector {
+            origin,
+            what,
+            v4: Vec::new(),
+            v6: Vec::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, text: &str, loc: impl Into<Pos>) -> Result<(), MappingError> {
         match text.trim().parse::<IpAddr>() {
             Ok(IpAddr::V4(a)) if !self.v4.contains(&a) => self.v4.push(a),
             Ok(IpAddr::V6(a)) if !self.v6.contains(&a) => self.v6.push(a),
@@ -89,21 +68,16 @@ impl AddrCollector<'_> {
         Ok(())
     }
 
-    fn add_all(&mut self, addrs: Spanned<RawAddrList>) -> Result<(), MappingError> {
-        match addrs.value {
-            RawAddrList::One(a) => self.add(&a, addrs.referenced),
-            RawAddrList::Many(list) if list.is_empty() => Err(MappingError::at(
-                self.origin,
-                addrs.referenced,
-                format!("{} has an empty address list", self.what),
-            )),
-            RawAddrList::Many(list) => list
-                .into_iter()
-                .try_for_each(|a| self.add(&a.value, a.referenced)),
-        }
+    /// The error for an address list with nothing in it, at `at`.
+    pub(super) fn empty(&self, at: impl Into<Pos>) -> MappingError {
+        MappingError::at(
+            self.origin,
+            at,
+            format!("{} has an empty address list", self.what),
+        )
     }
 
-    fn entry(self, ttl: u32) -> Entry {
+    pub(super) fn entry(self, ttl: u32) -> Entry {
         Entry {
             v4: self.v4.into(),
             v6: self.v6.into(),
@@ -140,12 +114,7 @@ pub(super) fn parse_rule(
         return Err(err(r.result_at, "result is empty".into()));
     }
     let result = if let Ok(ip) = result_text.parse::<IpAddr>() {
-        let mut addrs = AddrCollector {
-            origin,
-            what: &host,
-            v4: Vec::new(),
-            v6: Vec::new(),
-        };
+        let mut addrs = AddrCollector::new(origin, &host);
         addrs.add(&ip.to_string(), r.result_at)?;
         RuleResult::Local(addrs.entry(rule_ttl))
     } else {

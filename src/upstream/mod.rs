@@ -7,7 +7,8 @@
 //! ids.rs      the relay's ID -> slot map, sized to what is in flight
 //! ports.rs    the relay's source ports: a pool of sockets per upstream, replaced as used
 //! tcp.rs      TCP forwarding: parallel attempts on fresh connections, same timers
-//! probe.rs    background probes (fast while an upstream is down), the start-up loop check
+//! probe.rs    background probes (fast while an upstream is down)
+//! loop_guard.rs the start-up forwarding-loop check
 //! stale.rs    serve-stale (RFC 8767), opt-in
 //! ```
 //!
@@ -17,6 +18,7 @@
 pub(crate) mod attempt;
 pub(crate) mod health;
 mod ids;
+pub(crate) mod loop_guard;
 mod ports;
 pub(crate) mod probe;
 pub(crate) mod stale;

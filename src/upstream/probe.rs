@@ -1,4 +1,4 @@
-//! Background upstream probes (health and readiness) and the start-up forwarding-loop check.
+//! Background upstream probes (health and readiness).
 //!
 //! Probe: `. IN NS` with RD, over UDP, to each upstream; any well-formed reply with the ID of a
 //! probe we sent and the probe's question counts as "answering" (even SERVFAIL or REFUSED: the
@@ -9,13 +9,7 @@
 //! client queries, [`super::health`]). A down upstream is probed every [`DOWN_PROBE`], each probe
 //! with its own ID and all of them awaited at once, so the first reply after it comes back marks
 //! it up, and the relays re-send what waits, within [`DOWN_PROBE`] plus a round trip.
-//!
-//! Loop check (like CoreDNS's `loop` plugin): at start, a query for a random name is sent to each
-//! upstream. If that name then arrives at our own listener, the upstream forwards back to us: we
-//! log an error and stay not-ready (kubelet keeps the pod out of service without crash-looping
-//! it) instead of amplifying the loop.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,14 +18,9 @@ use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use tokio::net::UdpSocket;
-use tracing::error;
 
 use super::attempt::{RTO_INITIAL, backoff, reply_matches};
 use super::health::{Silence, UpstreamHealth};
-use crate::config::Config;
-use crate::dns::wire::HEADER_LEN;
-use crate::shared::Shared;
 
 /// How often a down upstream is probed.
 pub(crate) const DOWN_PROBE: Duration = Duration::from_millis(50);
@@ -44,39 +33,6 @@ fn probe_query(id: u16) -> [u8; 17] {
     [
         i[0], i[1], 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1,
     ]
-}
-
-async fn socket_to(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
-    let bind: SocketAddr = if upstream.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(bind).await?;
-    sock.connect(upstream).await?;
-    Ok(sock)
-}
-
-/// Sends `query` to `upstream` and waits for a matching reply (same ID, QR, same question).
-async fn exchange(upstream: SocketAddr, query: &[u8], timeout: Duration) -> bool {
-    let Ok(sock) = socket_to(upstream).await else {
-        return false;
-    };
-    if sock.send(query).await.is_err() {
-        return false;
-    }
-    let id = u16::from_be_bytes([query[0], query[1]]);
-    let mut buf = [0u8; 4096];
-    let wait = async {
-        loop {
-            match sock.recv(&mut buf).await {
-                Ok(n) if reply_matches(&buf[..n], id, query, query.len()) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    };
-    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
 }
 
 /// Probe state of one upstream.
@@ -120,24 +76,20 @@ impl ProberHandle {
     }
 }
 
-/// Starts the prober thread, and the start-up loop check in the background (start-up does not
-/// wait on the upstream; readiness does).
-pub(crate) fn spawn(shared: &Arc<Shared>, config: &Config) -> std::io::Result<ProberHandle> {
-    {
-        let (s, ups, timeout) = (
-            shared.clone(),
-            config.upstreams.clone(),
-            config.upstream_timeout,
-        );
-        tokio::spawn(async move { s.loop_guard.check(&ups, timeout).await });
-    }
+/// Starts the prober thread: each of `health`'s upstreams probed every `interval`, a round
+/// unanswered for `timeout` given up.
+pub(crate) fn spawn(
+    health: Arc<UpstreamHealth>,
+    interval: Duration,
+    timeout: Duration,
+) -> std::io::Result<ProberHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let stopping = Arc::new(AtomicBool::new(false));
     let prober = Prober {
-        health: shared.upstreams.clone(),
-        interval: config.probe_interval,
-        timeout: config.upstream_timeout,
+        health,
+        interval,
+        timeout,
         poll,
         waker: waker.clone(),
         stopping: stopping.clone(),
@@ -268,85 +220,5 @@ impl Prober {
         } else {
             now + DOWN_PROBE
         };
-    }
-}
-
-/// The random probe name of the loop check, and whether it came back to us.
-pub(crate) struct LoopGuard {
-    /// Wire form of `<random>.<random>.splitdns-loop-check.invalid.`, lower case.
-    name: Vec<u8>,
-    armed: AtomicBool,
-    detected: AtomicBool,
-}
-
-impl LoopGuard {
-    pub(crate) fn new() -> LoopGuard {
-        let mut name = Vec::new();
-        for label in [
-            format!("{:016x}", rand::random::<u64>()),
-            format!("{:016x}", rand::random::<u64>()),
-            "splitdns-loop-check".to_owned(),
-            "invalid".to_owned(),
-        ] {
-            name.push(label.len() as u8);
-            name.extend_from_slice(label.as_bytes());
-        }
-        name.push(0);
-        LoopGuard {
-            name,
-            armed: AtomicBool::new(false),
-            detected: AtomicBool::new(false),
-        }
-    }
-
-    /// Called by the UDP workers for every query about to be forwarded: a relaxed load while
-    /// not armed (always, after the first seconds).
-    #[inline]
-    pub(crate) fn is_our_probe(&self, name_lower: &[u8]) -> bool {
-        if !self.armed.load(Ordering::Relaxed) {
-            return false;
-        }
-        // Both lower-cased: the probe name is written so, the query's name read so.
-        if name_lower == &self.name[..] {
-            self.detected.store(true, Ordering::Relaxed);
-            return true;
-        }
-        false
-    }
-
-    pub(crate) fn detected(&self) -> bool {
-        self.detected.load(Ordering::Relaxed)
-    }
-
-    /// Sends the probe name to every upstream and listens for it for `timeout`.
-    pub(crate) async fn check(&self, upstreams: &[SocketAddr], timeout: Duration) {
-        self.armed.store(true, Ordering::Relaxed);
-        let mut q = vec![0u8; HEADER_LEN];
-        q[..2].copy_from_slice(&rand::random::<u16>().to_be_bytes());
-        q[2] = 0x01; // RD: ask the upstream to resolve it, which is what would loop
-        q[5] = 1;
-        q.extend_from_slice(&self.name);
-        q.extend_from_slice(&[0, 13, 0, 1]); // HINFO IN, as CoreDNS's loop plugin asks
-        let mut set = tokio::task::JoinSet::new();
-        for u in upstreams {
-            let (u, q) = (*u, q.clone());
-            set.spawn(async move { exchange(u, &q, timeout).await });
-        }
-        while set.join_next().await.is_some() {}
-        // A looping upstream may take a moment to hand the query back.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.armed.store(false, Ordering::Relaxed);
-        if self.detected() {
-            error!(
-                "forwarding loop: a query we sent to the upstream came back to us; staying \
-                 not-ready (point --upstream at the cluster DNS, not at this pod)"
-            );
-        }
-    }
-}
-
-impl Default for LoopGuard {
-    fn default() -> Self {
-        LoopGuard::new()
     }
 }
