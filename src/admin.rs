@@ -231,11 +231,17 @@ impl Drop for Slot {
 pub(crate) struct AdminHandle {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl AdminHandle {
-    pub(crate) fn shutdown(self) {
+    /// Closes the endpoint (after the data plane has drained: until then it reports 503) and
+    /// awaits its task until `deadline`.
+    pub(crate) async fn shutdown(self, deadline: std::time::Instant) -> bool {
         self.stop.send_replace(true);
+        tokio::time::timeout_at(deadline.into(), self.task)
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -252,9 +258,9 @@ impl AdminHandle {
 pub(crate) fn spawn(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<AdminHandle> {
     let addr = listener.local_addr()?;
     let (stop, rx) = watch::channel(false);
-    tokio::spawn(serve(listener, state, rx));
+    let task = tokio::spawn(serve(listener, state, rx));
     tracing::info!("admin listening on http://{addr} (/live /ready /metrics)");
-    Ok(AdminHandle { addr, stop })
+    Ok(AdminHandle { addr, stop, task })
 }
 
 /// The HTTP/1 settings of every admin connection.

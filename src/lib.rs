@@ -23,6 +23,7 @@ pub(crate) mod alias;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub(crate) mod lifecycle;
 pub mod mapping;
 pub(crate) mod server;
 pub(crate) mod shared;
@@ -175,6 +176,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             None,
         )),
         shared.stats.block(stats::Proto::Tcp),
+        shared.tasks.clone(),
     );
     let admin_state = Arc::new(AdminState {
         shared: shared.clone(),
@@ -192,6 +194,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         shared.upstreams.clone(),
         config.probe_interval,
         config.upstream_timeout,
+        &shared.stop,
     )
     .map_err(Error::Thread)?;
     // The loop check runs in the background: start-up does not wait on the upstream, readiness
@@ -202,7 +205,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             config.upstreams.clone(),
             config.upstream_timeout,
         );
-        tokio::spawn(async move { s.loop_guard.check(&ups, timeout).await });
+        let mut stop = shared.stop.subscribe();
+        shared.tasks.spawn(async move {
+            tokio::select! {
+                _ = s.loop_guard.check(&ups, timeout) => {}
+                _ = stop.changed() => {}
+            }
+        });
     }
     let reloader = spawn_reloader(&shared, &config, settings)?;
     log_started(&config);
@@ -273,13 +282,16 @@ fn spawn_reloader(
         return Ok(None);
     };
     Reloader::spawn(
-        path.to_path_buf(),
-        config.mapping.format(),
-        settings,
-        config.ttl,
-        config.poll_interval,
+        mapping::reload::Watched {
+            path: path.to_path_buf(),
+            format: config.mapping.format(),
+            settings,
+            default_ttl: config.ttl,
+            poll_interval: config.poll_interval,
+        },
         shared.mapping.clone(),
         shared.reload.clone(),
+        &shared.stop,
     )
     .map(Some)
     .map_err(Error::Thread)
@@ -386,51 +398,57 @@ impl Running {
         }
     }
 
-    /// The one shutdown path, for signals and tests alike: readiness turns 503 at once, the
-    /// sockets stop taking queries, in-flight forwards (UDP and TCP) get until one deadline,
-    /// `--shutdown-grace` from now, to finish, every thread is joined, then the admin endpoint
-    /// closes. Returns false if a thread had panicked (in release builds a panic aborts the
-    /// process before that).
+    /// The one shutdown path, for signals and tests alike: one stop signal (readiness turns 503
+    /// at once, the sockets stop taking queries), in-flight forwards (UDP and TCP) get until one
+    /// deadline, `--shutdown-grace` from now, to finish, every thread and tracked task is awaited
+    /// (never a blocking join on the runtime thread), then the admin endpoint closes. Returns
+    /// false if a thread had panicked or was still running (in release builds a panic aborts
+    /// the process before that).
     pub async fn shutdown(self) -> bool {
         info!("shutting down");
         let deadline = Instant::now() + self.grace;
-        self.shared.stop.signal();
-        let mut threads: Vec<_> = self
-            .udp
-            .into_iter()
-            .flat_map(|h| h.shutdown(deadline))
-            .collect();
-        threads.push(self.prober.shutdown());
-        if let Some(r) = self.reloader {
-            r.stop();
-        }
-        let joined = tokio::task::spawn_blocking(move || {
-            threads
-                .into_iter()
-                .map(|t| t.join())
-                .filter(Result::is_err)
-                .count()
-        });
+        // One signal: every thread is woken by its hook, every task sees the watch.
+        self.shared.stop.signal(deadline);
+        let udp = async {
+            let mut clean = true;
+            for h in self.udp {
+                clean &= h.shutdown(deadline).await;
+            }
+            clean
+        };
         let tcp = async {
             let mut drained = true;
             for h in self.tcp {
                 drained &= h.shutdown(deadline).await;
             }
-            drained
+            if !drained {
+                warn!("TCP connections still open after the shutdown grace period");
+            }
+            true
         };
-        let (panicked, drained) = tokio::join!(joined, tcp);
-        let panicked = panicked.unwrap_or(1);
-        if panicked > 0 {
-            tracing::error!(panicked, "threads panicked");
-        }
-        if !drained {
-            warn!("TCP connections still open after the shutdown grace period");
-        }
+        let reloader = async {
+            match self.reloader {
+                Some(r) => r.shutdown(deadline).await,
+                None => true,
+            }
+        };
+        let (udp, _, prober, reloader, tasks) = tokio::join!(
+            udp,
+            tcp,
+            self.prober.shutdown(deadline),
+            reloader,
+            self.shared.tasks.drain(deadline)
+        );
+        // The admin endpoint last: it reported 503 meanwhile.
         if let Some(a) = self.admin {
-            a.shutdown();
+            a.shutdown(deadline + Duration::from_secs(1)).await;
+        }
+        let clean = udp && prober && reloader;
+        if !tasks {
+            warn!("background tasks still running after the shutdown grace period");
         }
         info!("stopped");
-        panicked == 0
+        clean
     }
 }
 
@@ -452,9 +470,12 @@ pub fn run(config: Config) -> Result<(), Error> {
         // Start-up is not quite over when `start` returns: the loop check, the first probe round
         // and the first reload poll run in the first seconds. Drop their code once more (a
         // one-off timer; the hot path's pages come back on first use).
-        tokio::spawn(async {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            sys::release_code_pages();
+        let mut stop = running.shared.stop.subscribe();
+        running.shared.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => sys::release_code_pages(),
+                _ = stop.changed() => {}
+            }
         });
         wait_for_stop(&running, signals).await;
         running.shutdown().await;

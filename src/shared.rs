@@ -1,16 +1,15 @@
-//! What every server reads: one context in one `Arc`, and the one stop signal.
+//! What every server reads: one context in one `Arc`, with the one stop signal
+//! ([`crate::lifecycle`]).
 //!
 //! Per-worker state (socket, buffers, counters, relay) is not here: it stays owned by its worker,
 //! so workers still share nothing on the query path but read-mostly data (the mapping through
 //! `ArcSwap`, the upstreams' up/down flags).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use tokio::sync::watch;
 
 use crate::alias::AliasResolver;
 use crate::config::Config;
+use crate::lifecycle::{Stop, Tasks};
 use crate::mapping::SharedMapping;
 use crate::mapping::reload::ReloadStats;
 use crate::stats::Stats;
@@ -29,41 +28,10 @@ pub(crate) struct Shared {
     /// `--query-log`: one log line per query. Off by default: the hot path logs nothing.
     pub query_log: bool,
     pub stop: Stop,
+    /// Runtime tasks outside the listeners' own accounting, drained at shutdown.
+    pub tasks: Arc<Tasks>,
     /// Who may ask (when listening beyond loopback).
     pub allow: crate::server::allow::Allow,
-}
-
-/// The data plane's one shutdown signal: a flag for blocking threads and readiness, a watch for
-/// tasks. Each server's handle wakes its own blocked threads when it sees it (see their
-/// `shutdown`).
-pub(crate) struct Stop {
-    flag: AtomicBool,
-    tx: watch::Sender<bool>,
-}
-
-impl Default for Stop {
-    fn default() -> Self {
-        Stop {
-            flag: AtomicBool::new(false),
-            tx: watch::channel(false).0,
-        }
-    }
-}
-
-impl Stop {
-    pub(crate) fn signal(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.tx.send_replace(true);
-    }
-
-    pub(crate) fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// A receiver whose `changed()` fires at the stop.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
-        self.tx.subscribe()
-    }
 }
 
 impl Shared {
@@ -92,6 +60,7 @@ impl Shared {
             reload,
             query_log: config.query_log,
             stop: Stop::default(),
+            tasks: Arc::default(),
             allow: crate::server::allow::Allow::new(&config.listen, config.allow.clone()),
         })
     }

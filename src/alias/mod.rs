@@ -112,6 +112,14 @@ enum Chain {
     Fail(QueryError),
 }
 
+/// What a retry over TCP of a truncated lookup runs with.
+struct TcpRetry {
+    runtime: tokio::runtime::Handle,
+    forwarder: Arc<TcpForwarder>,
+    stats: Arc<WorkerStats>,
+    tasks: Arc<crate::lifecycle::Tasks>,
+}
+
 /// A lookup in flight: what a TCP retry and the metrics need.
 struct Lookup {
     query: Vec<u8>,
@@ -124,7 +132,7 @@ pub(crate) struct AliasResolver {
     /// The UDP relays lookups go through (weak: the relays hold this resolver).
     relays: OnceLock<Vec<Weak<UdpRelay>>>,
     /// For a truncated reply: TCP to the upstreams, run on the runtime.
-    tcp: OnceLock<(tokio::runtime::Handle, Arc<TcpForwarder>, Arc<WorkerStats>)>,
+    tcp: OnceLock<TcpRetry>,
     /// This resolver, for the TCP retry's task.
     me: Weak<AliasResolver>,
 }
@@ -147,9 +155,15 @@ impl AliasResolver {
         runtime: tokio::runtime::Handle,
         tcp: Arc<TcpForwarder>,
         stats: Arc<WorkerStats>,
+        tasks: Arc<crate::lifecycle::Tasks>,
     ) {
         let _ = self.relays.set(relays);
-        let _ = self.tcp.set((runtime, tcp, stats));
+        let _ = self.tcp.set(TcpRetry {
+            runtime,
+            forwarder: tcp,
+            stats,
+            tasks,
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache<Waiter>> {
@@ -195,7 +209,7 @@ impl AliasResolver {
         let down = self
             .tcp
             .get()
-            .is_some_and(|(_, tcp, _)| tcp.health().all_down());
+            .is_some_and(|r| r.forwarder.health().all_down());
         let step = self.lock().query(key, cap, now, down, || Waiter {
             query: msg.into(),
             asked: *asked,
@@ -302,13 +316,12 @@ impl AliasResolver {
             .unwrap_or_else(|p| p.into_inner())
             .get(&token)
             .map(|l| l.query.clone());
-        let (Some(query), Some((runtime, tcp, stats)), Some(me)) =
-            (query, self.tcp.get(), self.me.upgrade())
+        let (Some(query), Some(retry), Some(me)) = (query, self.tcp.get(), self.me.upgrade())
         else {
             return self.finish(token, cache::Outcome::Failed);
         };
-        let (tcp, stats) = (tcp.clone(), stats.clone());
-        runtime.spawn(async move {
+        let (tcp, stats) = (retry.forwarder.clone(), retry.stats.clone());
+        retry.tasks.spawn_on(&retry.runtime, async move {
             let Some(asked) = Asked::read(&query) else {
                 return me.finish(token, cache::Outcome::Failed);
             };

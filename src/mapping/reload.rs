@@ -14,9 +14,9 @@
 //! good mapping stays in service, one warning names file, line and cause, a counter moves.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::file::{self, Format, Loaded, MappingError};
 use super::operator::OperatorSettings;
 use super::{SharedMapping, Snapshot, short_hash};
+use crate::lifecycle::{Stop, Threads};
 
 /// After the first event of a burst, wait this long for quiet before reloading (an editor or
 /// kubelet produces several events per change)...
@@ -64,24 +65,38 @@ enum Msg {
     Stop,
 }
 
+/// What the reloader watches and how it reads it.
+pub(crate) struct Watched {
+    pub(crate) path: PathBuf,
+    pub(crate) format: Format,
+    /// The operator config's `listen` and `resolver` in service (they need a restart).
+    pub(crate) settings: Option<OperatorSettings>,
+    pub(crate) default_ttl: u32,
+    pub(crate) poll_interval: Duration,
+}
+
 /// Handle to the reload thread.
 pub(crate) struct Reloader {
     tx: mpsc::Sender<Msg>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Threads,
 }
 
 impl Reloader {
     /// Starts watching `path` (file or directory), written in `format`. `settings` are the
     /// operator config's `listen` and `resolver` in service (they need a restart to change).
     pub(crate) fn spawn(
-        path: PathBuf,
-        format: Format,
-        settings: Option<OperatorSettings>,
-        default_ttl: u32,
-        poll_interval: Duration,
+        source: Watched,
         shared: SharedMapping,
         stats: Arc<ReloadStats>,
+        stop: &Stop,
     ) -> std::io::Result<Reloader> {
+        let Watched {
+            path,
+            format,
+            settings,
+            default_ttl,
+            poll_interval,
+        } = source;
         let (tx, rx) = mpsc::channel();
         let mut state = State {
             current_hash: shared.load().content_hash,
@@ -100,17 +115,20 @@ impl Reloader {
         // missed; then compare once, for a change made between the first load and the watch.
         state.arm_watch();
         state.poll();
-        let thread = std::thread::Builder::new()
-            .name("reload".into())
-            .spawn(move || {
-                // Queries first: reloading only uses CPU the query path leaves over.
-                crate::sys::background_priority();
-                state.run(rx, poll_interval)
-            })?;
-        Ok(Reloader {
-            tx,
-            thread: Some(thread),
-        })
+        let mut threads = Threads::default();
+        threads.spawn("reload", move || {
+            // Queries first: reloading only uses CPU the query path leaves over.
+            crate::sys::background_priority();
+            state.run(rx, poll_interval)
+        })?;
+        let stopper = Mutex::new(tx.clone());
+        stop.on_stop(move |_| {
+            let _ = stopper
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(Msg::Stop);
+        });
+        Ok(Reloader { tx, threads })
     }
 
     /// Re-reads the source at once (what SIGHUP does).
@@ -118,11 +136,9 @@ impl Reloader {
         let _ = self.tx.send(Msg::Force);
     }
 
-    pub(crate) fn stop(mut self) {
-        let _ = self.tx.send(Msg::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// After the stop (which tells it to end): awaits the reload thread until `deadline`.
+    pub(crate) async fn shutdown(self, deadline: Instant) -> bool {
+        self.threads.join(deadline).await
     }
 }
 

@@ -468,7 +468,8 @@ pub(crate) fn spawn(
         conn_cap,
     });
     let connections = Arc::new(Semaphore::new(config.tcp_max_connections));
-    tokio::spawn(serve(
+    // The accept loop ends at the stop; its connections are drained through their permits.
+    shared.tasks.spawn(serve(
         listener,
         state,
         connections.clone(),

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::dns::answer::Outcome;
 use crate::dns::answer::Transport;
 use crate::dns::query::Asked;
+use crate::lifecycle::Threads;
 use crate::server::allow::{Verdict, limited, udp_limit};
 use crate::server::dispatch::{Buffers, Client, Handled, handle};
 use crate::shared::Shared;
@@ -150,8 +151,7 @@ impl AliasClient for UdpClient<'_> {
 /// The UDP side of one listen address: each worker's query thread and relay thread.
 pub(crate) struct UdpHandle {
     pub addr: SocketAddr,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    sockets: Vec<Arc<UdpSocket>>,
+    threads: Threads,
     relays: Vec<Arc<UdpRelay>>,
 }
 
@@ -167,8 +167,7 @@ pub(crate) fn spawn(
         .local_addr()?;
     let mut handle = UdpHandle {
         addr,
-        threads: Vec::new(),
-        sockets: Vec::new(),
+        threads: Threads::default(),
         relays: Vec::new(),
     };
     for (i, socket) in sockets.into_iter().enumerate() {
@@ -189,17 +188,19 @@ pub(crate) fn spawn(
             relay: relay.clone(),
             stats,
         };
-        handle.threads.push(
-            std::thread::Builder::new()
-                .name(format!("relay-{i}"))
-                .spawn(move || relay_loop.run())?,
-        );
-        handle.threads.push(
-            std::thread::Builder::new()
-                .name(format!("udp-{i}"))
-                .spawn(move || worker.serve())?,
-        );
-        handle.sockets.push(socket);
+        handle
+            .threads
+            .spawn(format!("relay-{i}"), move || relay_loop.run())?;
+        handle
+            .threads
+            .spawn(format!("udp-{i}"), move || worker.serve())?;
+        // At the stop: the worker's socket stops receiving (which wakes it: no timeout ticks
+        // while idle), and the relay finishes what is in flight until the deadline.
+        let r = relay.clone();
+        shared.stop.on_stop(move |deadline| {
+            crate::sys::stop_receiving(&socket);
+            r.stop(deadline);
+        });
         handle.relays.push(relay);
     }
     info!("listening on udp {addr}");
@@ -211,15 +212,9 @@ impl UdpHandle {
         &self.relays
     }
 
-    /// Wakes every worker (their sockets stop receiving) and lets each relay finish what is in
-    /// flight until `deadline`; returns the threads, to be joined.
-    pub(crate) fn shutdown(self, deadline: std::time::Instant) -> Vec<std::thread::JoinHandle<()>> {
-        for socket in &self.sockets {
-            crate::sys::stop_receiving(socket);
-        }
-        for relay in &self.relays {
-            relay.stop(deadline);
-        }
-        self.threads
+    /// After the stop: awaits the workers and relays (done with what was in flight) until
+    /// `deadline`; false if one panicked or was still running.
+    pub(crate) async fn shutdown(self, deadline: std::time::Instant) -> bool {
+        self.threads.join(deadline).await
     }
 }

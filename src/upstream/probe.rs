@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::attempt::{RTO_INITIAL, backoff, reply_matches};
 use super::health::{Silence, UpstreamHealth};
+use crate::lifecycle::{Stop, Threads};
 
 /// How often a down upstream is probed.
 pub(crate) const DOWN_PROBE: Duration = Duration::from_millis(50);
@@ -62,17 +63,13 @@ struct Prober {
 
 /// The running prober thread.
 pub(crate) struct ProberHandle {
-    thread: std::thread::JoinHandle<()>,
-    waker: Arc<Waker>,
-    stopping: Arc<AtomicBool>,
+    threads: Threads,
 }
 
 impl ProberHandle {
-    /// Stops the prober; returns its thread, to be joined.
-    pub(crate) fn shutdown(self) -> std::thread::JoinHandle<()> {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        self.thread
+    /// After the stop (which wakes it): awaits the prober thread until `deadline`.
+    pub(crate) async fn shutdown(self, deadline: std::time::Instant) -> bool {
+        self.threads.join(deadline).await
     }
 }
 
@@ -82,6 +79,7 @@ pub(crate) fn spawn(
     health: Arc<UpstreamHealth>,
     interval: Duration,
     timeout: Duration,
+    stop: &Stop,
 ) -> std::io::Result<ProberHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
@@ -94,14 +92,13 @@ pub(crate) fn spawn(
         waker: waker.clone(),
         stopping: stopping.clone(),
     };
-    let thread = std::thread::Builder::new()
-        .name("probe".into())
-        .spawn(move || prober.run())?;
-    Ok(ProberHandle {
-        thread,
-        waker,
-        stopping,
-    })
+    let mut threads = Threads::default();
+    threads.spawn("probe", move || prober.run())?;
+    stop.on_stop(move |_| {
+        stopping.store(true, Ordering::SeqCst);
+        let _ = waker.wake();
+    });
+    Ok(ProberHandle { threads })
 }
 
 const WAKE: Token = Token(usize::MAX);
