@@ -13,9 +13,9 @@ how often the sidecar asks the upstream for a name its clients ask all the time 
 - asks every name of --names at --rate queries per second each (evenly spread, one socket and a
   random ID per query, no retry, 2 s timeout, A), for --duration seconds: a steady load of the
   same few alias names, as a database asks its peers;
-- every --change-every seconds (first after one interval) changes the address of every target
-  (--owners, in --zone) in the upstream, alternating between the two --addrs, in one knot
-  transaction (`knotc zone-begin / zone-unset / zone-set / zone-commit`: an atomic change with a
+- every --change-every seconds (first after one interval, none in the last cap + 1 s) changes
+  the address of every target (--owners, in --zone) in the upstream, alternating between the two
+  --addrs, in one knot transaction (`knotc zone-begin / zone-unset / zone-set / zone-commit`: an atomic change with a
   known instant; the records keep the TTL --target-ttl);
 - meanwhile --sniff runs in the upstream's namespace and records every DNS query that reaches the
   upstream (name, time).
@@ -193,7 +193,8 @@ def run(args):
     stop_send = t0 + args.duration
     while time.monotonic() < stop_send or pending:
         now = time.monotonic()
-        if now >= next_change and now < stop_send - 1:
+        # no change later than cap + 1 s before the load ends: each one gets its full window
+        if now >= next_change and now < stop_send - (args.cap + 1):
             addr = addrs[n_change % len(addrs)]
             try:
                 ts, te = knot_change(knotc, args.zone, owners, args.target_ttl, addr)
