@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # benches/faults.sh - what a client sees through the sidecar when the path to the upstream is bad
 # (issue 10): splitdns against dnsmasq and unbound in the sidecar position, under packet loss, an
-# upstream restart, a black hole and a dead first upstream.
+# upstream restart, a black hole and a dead first upstream; and the same faults for splitdns's
+# alias-rule lookups, plus how fresh a cached alias target stays (issue 18).
 #
-#   benches/faults.sh                                  # every fault, every peer (about 9 min)
-#   DURATION=8 benches/faults.sh                       # a quick look (about 4 min)
+#   benches/faults.sh                                  # every fault, every peer (about 13 min)
+#   DURATION=8 benches/faults.sh                       # a quick look (about 6 min)
 #   PEERS=splitdns FAULTS="loss5 restart" benches/faults.sh
+#   PEERS=splitdns-alias benches/faults.sh             # alias-rule lookups only (about 4 min)
 #   SPLITDNS_BIN=/tmp/splitdns-old SPLITDNS_EXTRA_ARGS="--upstream-timeout 1s" benches/faults.sh
+#
+# What to install and what each figure means: benches/faults/README.md; figures: RESULTS.md there.
 #
 # Topology (two network namespaces made here, removed at exit; nothing else is touched):
 #
@@ -15,8 +19,9 @@
 #             fzc1 10.99.0.5/30  <------ veth ------>  fzu1 10.99.0.6/30   (upstream 2, "twoup")
 #
 # The namespaces have no default route: no packet can leave them. knotd serves example.net (A and
-# AAAA on *.any, A only on *.v4, so every query can use a name never asked before) and a tiny root
-# zone (so health probes of ". NS" get an answer).
+# AAAA on *.any, A only on *.v4, so every query can use a name never asked before; host-N for the
+# alias rule, TTL ALIAS_TTL, AAAA only for even N) and a tiny root zone (so health probes of ". NS"
+# get an answer).
 #
 # Faults (the kernel has no netem; all are iptables rules in the raw table of the namespaces,
 # on the receiving side of each direction: fzu0 for queries, fzc0 for replies):
@@ -26,6 +31,17 @@
 #              real restart gives: ICMP port unreachable, rate-limited by the upstream's kernel)
 #   blackhole  every packet dropped from 3 s to 13 s, then back
 #   twoup      the sidecar is given both upstreams; the first is black-holed from 2 s to the end
+#   freshness  (splitdns-alias only) no fault: FRESH_NAMES alias names asked FRESH_RATE times a
+#              second each for FRESH_DURATION s while their targets' address changes in knot every
+#              FRESH_EVERY s (benches/faults/freshness.py): when the new address is served, and
+#              how many upstream queries a hot name costs per cache life
+#
+# Peers: splitdns (forwarded names: the relay), splitdns-alias (the same binary with the rule
+# pod-(\d+).db.example.com -> host-${1}.example.net; its "forwarded" stream asks a name of that
+# rule instead, each N once, so every query is a cache miss: an alias target lookup through the
+# upstream under the fault; plus HOT_RATE queries/s for HOT_NAMES alias names asked again and
+# again, answered from the cache, or stale (TTL 30) while the upstream is unreachable), dnsmasq,
+# unbound (no alias rules: relay only).
 # During each fault, the paced UDP client (benches/faults/client.py, RATE forwarded queries/s, each
 # its own socket, random ID, unique name, 2 s timeout, no retry) also asks the mapped names
 # (MAPPED_RATE/s), and glibc getaddrinfo (benches/faults/glibc.py, GLIBC_RATE lookups/s,
@@ -35,14 +51,23 @@
 #   SPLITDNS_BIN        default target/release/splitdns (not built here)
 #   SPLITDNS_EXTRA_ARGS extra arguments for splitdns
 #   DNSMASQ_EXTRA_ARGS, UNBOUND_EXTRA_CONF (lines added to unbound's server: clause)
-#   PEERS               default "splitdns dnsmasq unbound"
-#   FAULTS              default "none loss1 loss5 loss20 restart blackhole twoup"
+#   PEERS               default "splitdns splitdns-alias dnsmasq unbound"
+#   FAULTS              default "none loss1 loss5 loss20 restart blackhole twoup freshness"
 #   DURATION            seconds of load per fault and peer, default 20 (blackhole: at least 23,
 #                       restart: at least 12)
 #   RATE                forwarded queries per second, default 50
 #   MAPPED_RATE         mapped-name queries per second, default 10
 #   GLIBC_RATE          getaddrinfo lookups per second, default 5 (0: off)
 #   GLIBC_FAULTS        faults during which glibc runs, default: all
+#   ALIAS_TTL           TTL of the alias targets host-N in knot, default 5 (CoreDNS's pod TTL)
+#   HOT_NAMES HOT_RATE  splitdns-alias: cached alias names and their queries/s, default 4 and 5
+#   FRESH_NAMES FRESH_RATE FRESH_DURATION FRESH_EVERY FRESH_TTL
+#                       freshness: names (4), queries/s per name (10), seconds (45), seconds
+#                       between changes (5.3: not a multiple of the refresh period, so the changes
+#                       fall at every point of a cache entry's life), the targets' TTL in knot (30:
+#                       longer than the cap, as a headless service's records may be)
+#   ALIAS_CACHE_TTL     the cap the freshness figures are judged against (--alias-cache-ttl, 5)
+#   RATE, MAPPED_RATE, GLIBC_RATE, HOT_RATE and DURATION are whole numbers
 #   ICMP_RATELIMIT      net.ipv4.icmp_ratelimit in the upstream namespace (ms), default: kernel's
 #   OUT                 result directory, default target/faults/<timestamp>
 #   INSTALL=1           apt-get install the missing Debian packages instead of failing
@@ -54,13 +79,22 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$PWD"
 HERE="$REPO/benches/faults"
 
-PEERS="${PEERS:-splitdns dnsmasq unbound}"
-FAULTS="${FAULTS:-none loss1 loss5 loss20 restart blackhole twoup}"
+PEERS="${PEERS:-splitdns splitdns-alias dnsmasq unbound}"
+FAULTS="${FAULTS:-none loss1 loss5 loss20 restart blackhole twoup freshness}"
 DURATION="${DURATION:-20}"
 RATE="${RATE:-50}"
 MAPPED_RATE="${MAPPED_RATE:-10}"
 GLIBC_RATE="${GLIBC_RATE:-5}"
 GLIBC_FAULTS="${GLIBC_FAULTS:-$FAULTS}"
+ALIAS_TTL="${ALIAS_TTL:-5}"
+HOT_NAMES="${HOT_NAMES:-4}"
+HOT_RATE="${HOT_RATE:-5}"
+FRESH_NAMES="${FRESH_NAMES:-4}"
+FRESH_RATE="${FRESH_RATE:-10}"
+FRESH_DURATION="${FRESH_DURATION:-45}"
+FRESH_EVERY="${FRESH_EVERY:-5.3}"
+FRESH_TTL="${FRESH_TTL:-30}"
+ALIAS_CACHE_TTL="${ALIAS_CACHE_TTL:-5}"
 SPLITDNS_BIN="${SPLITDNS_BIN:-target/release/splitdns}"
 SPLITDNS_EXTRA_ARGS="${SPLITDNS_EXTRA_ARGS:-}"
 DNSMASQ_EXTRA_ARGS="${DNSMASQ_EXTRA_ARGS:-}"
@@ -73,26 +107,36 @@ NS_U=sdfz-up
 C0=10.99.0.1 U0=10.99.0.2 C1=10.99.0.5 U1=10.99.0.6
 ZONE=example.net
 MAPPED="db-0.svc.fz.test/A,db-1.svc.fz.test/A,db-1.svc.fz.test/AAAA,db-2.svc.fz.test/A"
+ALIAS_TEMPLATE="pod-{n}.db.example.com" # the rule's names; its target is host-N.example.net
+# Which N each stream uses (each N of the unique streams asked once per run): the paced client
+# n = 2*seq (+1), seq counting every query it sends; glibc from GLIBC_BASE; then the hot names,
+# the freshness names and the probe name. knot gets a host-N for every one of them.
+DMAX=$(( DURATION > 23 ? DURATION : 23 ))
+GLIBC_BASE=$(( 2 * (RATE + MAPPED_RATE + HOT_RATE) * (DMAX + 2) + 2 ))
+HOT_BASE=$(( GLIBC_BASE + 2 * GLIBC_RATE * (DMAX + 2) + 2 ))
+FRESH_BASE=$(( HOT_BASE + HOT_NAMES ))
+PROBE_N=$(( FRESH_BASE + FRESH_NAMES ))
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 2; }
 
 # ------------------------------------------------------------------ checks ----
 [[ $EUID -eq 0 ]] || die "needs root (network namespaces, iptables)"
-declare -A PKG=([ip]=iproute2 [iptables]=iptables [knotd]=knot [dnsmasq]=dnsmasq [unbound]=unbound
+declare -A PKG=([ip]=iproute2 [iptables]=iptables [knotd]=knot [knotc]=knot [dnsmasq]=dnsmasq [unbound]=unbound
                 [python3]=python3 [nstat]=iproute2 [ss]=iproute2 [flock]=util-linux [timeout]=coreutils)
 need=(ip iptables knotd python3 nstat ss flock timeout)
 for p in $PEERS; do
   case $p in
-    splitdns) ;;
+    splitdns | splitdns-alias) ;;
     dnsmasq | unbound) need+=("$p") ;;
-    *) die "unknown peer '$p' (PEERS: splitdns dnsmasq unbound)" ;;
+    *) die "unknown peer '$p' (PEERS: splitdns splitdns-alias dnsmasq unbound)" ;;
   esac
 done
 for f in $FAULTS; do
-  case $f in none | loss1 | loss5 | loss20 | restart | blackhole | twoup) ;;
-    *) die "unknown fault '$f' (FAULTS: none loss1 loss5 loss20 restart blackhole twoup)" ;; esac
+  case $f in none | loss1 | loss5 | loss20 | restart | blackhole | twoup | freshness) ;;
+    *) die "unknown fault '$f' (FAULTS: none loss1 loss5 loss20 restart blackhole twoup freshness)" ;; esac
 done
+if [[ " $FAULTS " == *" freshness "* && " $PEERS " == *" splitdns-alias "* ]]; then need+=(knotc); fi
 missing=()
 for t in "${need[@]}"; do command -v "$t" >/dev/null || missing+=("${PKG[$t]}"); done
 if ((${#missing[@]})); then
@@ -105,7 +149,7 @@ if ((${#missing[@]})); then
     die "missing tools; install them with: apt-get install ${missing[*]}  (or run with INSTALL=1)"
   fi
 fi
-if [[ " $PEERS " == *" splitdns "* ]]; then
+if [[ " $PEERS " == *" splitdns "* || " $PEERS " == *" splitdns-alias "* ]]; then
   [[ -x "$SPLITDNS_BIN" ]] || die "no splitdns binary at '$SPLITDNS_BIN' (cargo build --release, or set SPLITDNS_BIN)"
   SPLITDNS_BIN="$(realpath "$SPLITDNS_BIN")"
 fi
@@ -212,6 +256,14 @@ www     AAAA  2001:db8::10
 *.any   AAAA  2001:db8::1
 *.v4    A     192.0.2.2
 EOF
+# The alias rule's targets: host-N, A for every N, AAAA for even N (as *.any / *.v4 above).
+awk -v n="$PROBE_N" -v ttl="$ALIAS_TTL" -v f0="$FRESH_BASE" -v f1="$PROBE_N" -v fttl="$FRESH_TTL" 'BEGIN {
+    for (i = 0; i <= n; i++) {
+      t = (i >= f0 && i < f1) ? fttl : ttl
+      printf "host-%d %d A 198.18.%d.%d\n", i, t, int(i / 250) % 256, i % 250 + 1
+      if (i % 2 == 0) printf "host-%d %d AAAA 2001:db8:a::%x\n", i, t, i
+    }
+  }' >>"$OUT/conf/example.net.zone"
 cat >"$OUT/conf/root.zone" <<EOF
 \$ORIGIN .
 \$TTL 300
@@ -226,6 +278,8 @@ server:
     udp-workers: 1
     tcp-workers: 1
     background-workers: 1
+control:
+    listen: "$OUT/run/knot/knot.sock" # knotc: the freshness run changes records
 log:
   - target: stderr
     any: info
@@ -264,6 +318,15 @@ hosts:
   db-1.svc.fz.test: [10.42.0.11, "fd00::11"]
   db-2.svc.fz.test: 10.42.0.12
 EOF
+{
+  cat "$OUT/conf/mapping.yaml"
+  cat <<'EOF'
+rules:
+  - host: 'pod-(\d+)\.db\.example\.com'
+    regex: true
+    result: 'host-${1}.example.net'
+EOF
+} >"$OUT/conf/mapping-alias.yaml"
 cat >"$OUT/conf/hosts" <<EOF
 10.42.0.10 db-0.svc.fz.test
 10.42.0.11 db-1.svc.fz.test
@@ -274,12 +337,13 @@ EOF
 peer_start() { # PEER NUPSTREAMS TAG
   local peer=$1 n=$2 tag=$3 logf="$OUT/logs/$3.log"
   case $peer in
-    splitdns)
-      local ups=(--upstream "$U0:53")
+    splitdns | splitdns-alias)
+      local ups=(--upstream "$U0:53") map="$OUT/conf/mapping.yaml"
       ((n == 2)) && ups+=(--upstream "$U1:53")
+      [[ $peer == splitdns-alias ]] && map="$OUT/conf/mapping-alias.yaml"
       # shellcheck disable=SC2086
       spawn peer "$logf" ip netns exec "$NS_C" "$SPLITDNS_BIN" --listen 127.0.0.1:53 \
-        --mapping "$OUT/conf/mapping.yaml" "${ups[@]}" --admin off $SPLITDNS_EXTRA_ARGS
+        --mapping "$map" "${ups[@]}" --admin off $SPLITDNS_EXTRA_ARGS
       ;;
     dnsmasq)
       local ups=(--server="$U0")
@@ -328,7 +392,9 @@ EOF
   local i
   for i in 1 2; do
     if nsc "$PY" "$HERE/client.py" probe --server 127.0.0.1:53 --name "www.$ZONE" --deadline 10 &&
-      nsc "$PY" "$HERE/client.py" probe --server 127.0.0.1:53 --name db-0.svc.fz.test --deadline 5; then
+      nsc "$PY" "$HERE/client.py" probe --server 127.0.0.1:53 --name db-0.svc.fz.test --deadline 5 &&
+      { [[ $peer != splitdns-alias ]] ||
+        nsc "$PY" "$HERE/client.py" probe --server 127.0.0.1:53 --name "pod-$PROBE_N.db.example.com" --deadline 5; }; then
       return 0
     fi
     kill -0 "$(<"$PIDS/peer.pid")" 2>/dev/null || break
@@ -366,8 +432,50 @@ snap_icmp() { # WHEN TAG
   { echo "# $NS_U"; nsu nstat -asz; echo "# $NS_C"; nsc nstat -asz; } >"$OUT/raw/$2.icmp-$1.txt" 2>&1 || true
 }
 
+# freshness (splitdns-alias): a steady load of the same alias names while their targets' address
+# changes in knot; benches/faults/freshness.py does the load, the changes and the analysis, and
+# runs its sniffer in the upstream's namespace (what reaches knot on fzu0).
+run_freshness() { # PEER
+  local peer=$1 tag="freshness-$1" names=() owners=() i
+  for ((i = FRESH_BASE; i < FRESH_BASE + FRESH_NAMES; i++)); do
+    names+=("pod-$i.db.example.com"); owners+=("host-$i")
+  done
+  faults_off
+  knot_alive || { log "knotd had died; restarting it"; knot_start; knot_ready 10 || die "knotd does not come back"; }
+  log "== freshness / $peer (${FRESH_DURATION}s, ${FRESH_NAMES} names at ${FRESH_RATE}/s each, a change every ${FRESH_EVERY}s)"
+  if ! peer_start "$peer" 1 "$tag"; then
+    stop peer
+    printf '%s\t%s\tFAILED\n' freshness "$peer" >>"$OUT/runs.tsv"
+    return 0
+  fi
+  spawn fresh "$OUT/logs/$tag.client.log" timeout -k 5 $((${FRESH_DURATION%.*} + 60)) ip netns exec "$NS_C" \
+    "$PY" "$HERE/freshness.py" run --server 127.0.0.1:53 --zone "$ZONE" \
+    --names "$(IFS=,; echo "${names[*]}")" --owners "$(IFS=,; echo "${owners[*]}")" \
+    --rate "$FRESH_RATE" --duration "$FRESH_DURATION" --change-every "$FRESH_EVERY" \
+    --target-ttl "$FRESH_TTL" --cap "$ALIAS_CACHE_TTL" \
+    --knotc "ip netns exec $NS_U knotc -s $OUT/run/knot/knot.sock" \
+    --sniff "ip netns exec $NS_U $PY $HERE/freshness.py sniff --iface fzu0 --port 53" \
+    --out "$OUT/raw/$tag"
+  wait "$(<"$PIDS/fresh.pid")" || log "freshness client exited with $?"
+  rm -f "$PIDS/fresh.pid"
+  stop peer
+  printf '%s\t%s\tok\n' freshness "$peer" >>"$OUT/runs.tsv"
+  tail -n 1 "$OUT/logs/$tag.client.log" >&2 || true
+}
+
 run_one() { # FAULT PEER
-  local fault=$1 peer=$2 tag="$1-$2" d=$DURATION n=1 udp glibc=""
+  local fault=$1 peer=$2 tag="$1-$2" d=$DURATION n=1 udp glibc="" alias_args=() glibc_args=()
+  if [[ $fault == freshness ]]; then
+    # the other peers have no alias rules: nothing to measure
+    [[ $peer == splitdns-alias ]] && run_freshness "$peer"
+    return 0
+  fi
+  if [[ $peer == splitdns-alias ]]; then
+    local hot=() i
+    for ((i = HOT_BASE; i < HOT_BASE + HOT_NAMES; i++)); do hot+=("pod-$i.db.example.com/A"); done
+    alias_args=(--fwd-template "$ALIAS_TEMPLATE" --fwd-base 0 --hot "$(IFS=,; echo "${hot[*]}")" --hot-rate "$HOT_RATE")
+    glibc_args=(--template "$ALIAS_TEMPLATE" --base "$GLIBC_BASE")
+  fi
   # Room for the window and for what comes after it.
   [[ $fault == blackhole ]] && ((d < 23)) && d=23
   [[ $fault == restart ]] && ((d < 12)) && d=12
@@ -388,11 +496,13 @@ run_one() { # FAULT PEER
   ev start
   spawn udp "$OUT/logs/$tag.client.log" timeout -k 5 $((d + 30)) ip netns exec "$NS_C" \
     "$PY" "$HERE/client.py" run --server 127.0.0.1:53 --duration "$d" --rate "$RATE" \
-    --mapped-rate "$MAPPED_RATE" --mapped "$MAPPED" --zone "$ZONE" --timeout 2 --out "$OUT/raw/$tag.udp.jsonl"
+    --mapped-rate "$MAPPED_RATE" --mapped "$MAPPED" --zone "$ZONE" --timeout 2 --out "$OUT/raw/$tag.udp.jsonl" \
+    "${alias_args[@]}"
   udp=$(<"$PIDS/udp.pid")
   if [[ " $GLIBC_FAULTS " == *" $fault "* ]] && [[ "$GLIBC_RATE" != 0 ]]; then
     spawn glibc "$OUT/logs/$tag.glibc.log" timeout -k 5 $((d + 45)) ip netns exec "$NS_C" \
-      "$PY" "$HERE/glibc.py" --duration "$d" --rate "$GLIBC_RATE" --zone "$ZONE" --out "$OUT/raw/$tag.glibc.jsonl"
+      "$PY" "$HERE/glibc.py" --duration "$d" --rate "$GLIBC_RATE" --zone "$ZONE" --out "$OUT/raw/$tag.glibc.jsonl" \
+      "${glibc_args[@]}"
     glibc=$(<"$PIDS/glibc.pid")
   fi
   case $fault in
@@ -447,6 +557,8 @@ run_one() { # FAULT PEER
   echo "unbound=$(unbound -V 2>/dev/null | head -1)"
   echo "knotd=$(knotd --version 2>/dev/null | head -1)"
   echo "duration=$DURATION rate=$RATE mapped_rate=$MAPPED_RATE glibc_rate=$GLIBC_RATE"
+  echo "alias: rule pod-N.db.example.com -> host-N.example.net, target TTL $ALIAS_TTL, unique N per query; hot_names=$HOT_NAMES hot_rate=$HOT_RATE"
+  echo "freshness: names=$FRESH_NAMES rate_per_name=$FRESH_RATE duration=$FRESH_DURATION change_every=$FRESH_EVERY target_ttl=$FRESH_TTL cap=$ALIAS_CACHE_TTL"
   echo "icmp_ratelimit=$(nsu sysctl -n net.ipv4.icmp_ratelimit)"
   echo "kernel=$(uname -r)"
 } >"$OUT/meta.txt"

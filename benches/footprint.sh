@@ -20,7 +20,7 @@
 #   SPLITDNS_BIN=target/release/splitdns    the dynamic release build (not rebuilt here)
 #   SPLITDNS_STATIC_BIN=                    also measure this static build (as the image ships it)
 #   WORKERS="default 1 2 8 64"              splitdns configs ("default" = no --workers flag)
-#   PEERS="dnsmasq unbound"                 comparison peers, started by ../shared/bench/peers.sh
+#   PEERS="dnsmasq unbound"                 comparison peers, started by benches/dnsperf/peers.sh
 #   IDLE=60                                 seconds of the idle window (all targets at once)
 #   FIRST_RUNS=10                           starts per target for start to first answer
 #   LOAD_DURATION=5                         load: seconds of local, then of forwarded names
@@ -29,7 +29,7 @@
 #   CPULIMIT_BIN=${SPLITDNS_STATIC_BIN:-$SPLITDNS_BIN}  cpulimit: binary of the burst runs
 #   BURST_COUNT=2000 BURST_SECONDS=1 BURST_WAIT=5 BURST_ROUNDS=3
 #   QUOTA_LIMITS="none 2000m 1500m 1000m 500m 100m 50m"  cpulimit: default-workers probe
-#   HARNESS_SRC=../shared/bench  WORK=target/footprint  OUT=$WORK/results-<timestamp>
+#   WORK=target/footprint  OUT=$WORK/results-<timestamp>   (the harness state: $WORK/bench)
 #   CLIENT_CPU=0 SERVER_CPU=1               load generator / servers pinned like the harness
 #   PORT_BASE=15400                         splitdns ports PORT_BASE.., admin PORT_BASE+50..,
 #                                           peers PORT_BASE+40.. (loopback only)
@@ -62,7 +62,8 @@ BURST_WAIT="${BURST_WAIT:-5}"
 BURST_ROUNDS="${BURST_ROUNDS:-3}"
 QUOTA_LIMITS="${QUOTA_LIMITS:-none 2000m 1500m 1000m 500m 100m 50m}"
 CFS_PERIOD_US="${CFS_PERIOD_US:-100000}"
-HARNESS_SRC="${HARNESS_SRC:-$REPO/../shared/bench}"
+# The side-by-side harness (its peers.sh starts the upstream and the peers), in the repository.
+HARNESS="$REPO/benches/dnsperf"
 WORK="${WORK:-$REPO/target/footprint}"
 OUT="${OUT:-$WORK/results-$(date +%Y%m%d-%H%M%S)}"
 CLIENT_CPU="${CLIENT_CPU:-0}"
@@ -84,7 +85,6 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { echo "footprint.sh: $*" >&2; exit 2; }
 
 case "$MODE" in idle | load | cpulimit | all) ;; *) sed -n '2,41p' "$0"; exit 2 ;; esac
-[[ -d "$HARNESS_SRC" ]] || die "no harness at $HARNESS_SRC"
 for tool in dig python3 taskset knotd; do command -v "$tool" >/dev/null || die "missing $tool"; done
 [[ "$MODE" == idle || "$MODE" == cpulimit ]] || command -v dnsperf >/dev/null || die "missing dnsperf"
 for p in $PEERS; do
@@ -101,13 +101,15 @@ done
 mkdir -p "$WORK" "$OUT"
 WORK="$(cd "$WORK" && pwd -P)"
 rm -rf "$WORK/bench" "$WORK/bin" "$WORK/logs" "$WORK/run"
-cp -r "$HARNESS_SRC" "$WORK/bench" && chmod -R u+w "$WORK/bench"
 mkdir -p "$WORK/bin" "$WORK/logs" "$WORK/run"
+# The harness writes its state (data, configs, pid files, logs) here, not next to itself.
 BENCH="$WORK/bench"
+export STATE_DIR="$BENCH"
+peers() { "$HARNESS/peers.sh" "$@"; }
 DATA="$BENCH/data"
 RES="$OUT/results.jsonl"
 : > "$RES"
-(cd "$BENCH" && ./peers.sh gen 2>/dev/null)
+peers gen 2>/dev/null
 
 OURS="$WORK/run/ours" # "PID EXE" of every daemon this script started itself
 : > "$OURS"
@@ -132,7 +134,7 @@ stop_ours() {
 cleanup() {
   set +e
   stop_ours
-  (cd "$BENCH" && ./peers.sh stop) >/dev/null 2>&1
+  peers stop >/dev/null 2>&1
   if [[ -n "$CG" && -d "$CG" ]]; then
     echo -1 > "$CG/cpu.cfs_quota_us" 2>/dev/null
     rmdir "$CG" 2>/dev/null || log "could not remove cgroup $CG (a task still in it?)"
@@ -209,7 +211,7 @@ json_str() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; 
 } >> "$RES"
 
 log "results -> $OUT"
-(cd "$BENCH" && ./peers.sh start upstream) >/dev/null 2>&1 || die "could not start the knot upstream (port $UPSTREAM_PORT)"
+peers start upstream >/dev/null 2>&1 || die "could not start the knot upstream (port $UPSTREAM_PORT)"
 
 # ------------------------------------------------------- idle (and load) ----
 declare -a T_LABEL T_PID T_PORT T_EXE T_FA  # targets of the idle run; T_FA = first-answer command
@@ -238,7 +240,7 @@ run_idle() {
   done
   local p
   for p in $PEERS; do
-    (cd "$BENCH" && ./peers.sh start "$p") >/dev/null 2>&1 || die "could not start $p"
+    peers start "$p" >/dev/null 2>&1 || die "could not start $p"
     pid=$(awk '{ print $1 }' "$BENCH/run/$p.pid")
     case "$p" in dnsmasq) port=$DNSMASQ_PORT ;; dnsmasq-cache) port=$DNSMASQ_CACHE_PORT ;; unbound) port=$UNBOUND_PORT ;; esac
     # its exact command line, for start to first answer after it is stopped
@@ -287,7 +289,7 @@ run_load() {
 run_first_answer() {
   local k kind exe w p args
   stop_ours
-  for p in $PEERS; do (cd "$BENCH" && ./peers.sh stop "$p") >/dev/null 2>&1 || true; done
+  for p in $PEERS; do peers stop "$p" >/dev/null 2>&1 || true; done
   log "start to first answer: $FIRST_RUNS starts per target"
   for ((k = 0; k < ${#T_LABEL[@]}; k++)); do
     read -r kind exe w <<<"${T_FA[k]}"

@@ -20,7 +20,7 @@ fn raw_query(name: &str, qtype: u16) -> Vec<u8> {
     m
 }
 
-/// The bench harness's mapping: 300 names, as in ../shared/bench.
+/// The bench harness's mapping: 300 names, as `benches/dnsperf/peers.sh gen` writes it.
 fn mapping_300() -> String {
     let mut yaml = String::from("hosts:\n");
     for i in 0..300 {

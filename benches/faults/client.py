@@ -8,8 +8,16 @@
 each for a name never asked before (unique label under the zone's wildcards, so no cache helps),
 and --mapped-rate queries per second for the names the sidecar answers itself. Every query gets
 its own socket (so its own source port) and a random ID, is sent once (NO retry) and waits
---timeout seconds. One JSON line per query: kind (fwd|mapped), qname, qtype, t (wall-clock send
-time), outcome (ok|nxdomain|servfail|refused|rcodeN|timeout|neterr), ms (latency, null on timeout).
+--timeout seconds. One JSON line per query: kind (fwd|mapped|hot), qname, qtype, t (wall-clock
+send time), outcome (ok|nxdomain|servfail|refused|rcodeN|timeout|neterr), ms (latency, null on
+timeout), ttl (of the first answer record, null without one).
+
+Alias rules: with --fwd-template (e.g. "pod-{n}.db.example.com") the forwarded stream asks names
+made from it instead, n = --fwd-base + 2 * sequence number, plus 1 for the kinds that have only an
+A record (the zone gives host-n an AAAA only for even n), so every one is still asked once and
+each one is a cache miss in the sidecar: an upstream lookup. --hot NAME/TYPE,... with --hot-rate
+adds a stream of the same few names again and again (kind hot), which the sidecar answers from
+its cache (and, while the upstream is unreachable, stale: TTL 30).
 A reply counts only with the right ID, the QR bit and the same question; anything else arriving
 on the socket is ignored (and counted in the summary line as `bogus`).
 
@@ -58,6 +66,26 @@ def parse_reply(data, qid, question):
     return flags & 0x000F, an
 
 
+def first_answer(data, question):
+    """(TTL, RDATA) of the first answer record of a matching reply, or None."""
+    i = 12 + len(question)
+    try:
+        # owner name: labels ending in a zero octet or a compression pointer (RFC 1035 §4.1.4)
+        while True:
+            ln = data[i]
+            if ln & 0xC0 == 0xC0:
+                i += 2
+                break
+            i += 1 + ln
+            if ln == 0:
+                break
+        _rtype, _rclass, ttl, rdlen = struct.unpack("!HHIH", data[i:i + 10])
+        rdata = data[i + 10:i + 10 + rdlen]
+        return (ttl, rdata) if len(rdata) == rdlen else None
+    except (IndexError, struct.error):
+        return None
+
+
 def parse_server(s):
     host, _, port = s.rpartition(":")
     return host, int(port)
@@ -71,6 +99,7 @@ def run(args):
     # and between A and AAAA questions, so every reply kind the zone has is exercised.
     fwd_kinds = [("any", "A"), ("v4", "A"), ("any", "AAAA"), ("any", "A")]
     mapped = [(n, t) for n, t in (x.split("/") for x in args.mapped.split(","))] if args.mapped else []
+    hot = [(n, t) for n, t in (x.split("/") for x in args.hot.split(","))] if args.hot else []
 
     schedule = []  # (offset, kind)
     if args.rate > 0:
@@ -80,6 +109,9 @@ def run(args):
         n = int(args.duration * args.mapped_rate)
         # Offset by half a period so the two streams interleave.
         schedule += [((i + 0.5) / args.mapped_rate, "mapped") for i in range(n)]
+    if args.hot_rate > 0 and hot:
+        n = int(args.duration * args.hot_rate)
+        schedule += [((i + 0.25) / args.hot_rate, "hot") for i in range(n)]
     schedule.sort()
 
     out = open(args.out, "w")
@@ -93,7 +125,7 @@ def run(args):
     idx = 0
     hard_stop = t0 + args.duration + args.timeout + 5
 
-    def finish(fd, outcome, ms):
+    def finish(fd, outcome, ms, ttl=None):
         q = pending.pop(fd)
         try:
             poller.unregister(fd)
@@ -102,7 +134,9 @@ def run(args):
         q["sock"].close()
         out.write(json.dumps({"kind": q["kind"], "qname": q["qname"], "qtype": q["qtype"],
                               "t": round(q["wall"], 6), "outcome": outcome,
-                              "ms": None if ms is None else round(ms, 3)}) + "\n")
+                              "ms": None if ms is None else round(ms, 3), "ttl": ttl}) + "\n")
+
+    hot_seq = 0
 
     while (idx < len(schedule) or pending) and time.monotonic() < hard_stop:
         now = time.monotonic()
@@ -113,7 +147,14 @@ def run(args):
             seq += 1
             if kind == "fwd":
                 sub, qtype = fwd_kinds[seq % len(fwd_kinds)]
-                qname = "q%s-%d.%s.%s" % (tag, seq, sub, args.zone)
+                if args.fwd_template:
+                    n = args.fwd_base + 2 * seq + (1 if sub == "v4" else 0)
+                    qname = args.fwd_template.format(n=n)
+                else:
+                    qname = "q%s-%d.%s.%s" % (tag, seq, sub, args.zone)
+            elif kind == "hot":
+                qname, qtype = hot[hot_seq % len(hot)]
+                hot_seq += 1
             else:
                 qname, qtype = mapped[seq % len(mapped)]
             qid = rnd.getrandbits(16)
@@ -154,8 +195,10 @@ def run(args):
                 if got is None:
                     bogus += 1
                     continue
-                rcode, _an = got
-                finish(fd, RCODES.get(rcode, "rcode%d" % rcode), (time.monotonic() - q["sent"]) * 1000)
+                rcode, an = got
+                fa = first_answer(data, q["question"]) if an else None
+                finish(fd, RCODES.get(rcode, "rcode%d" % rcode), (time.monotonic() - q["sent"]) * 1000,
+                       fa[0] if fa else None)
     for fd in list(pending):
         finish(fd, "timeout", None)
     out.close()
@@ -202,6 +245,10 @@ def main():
     p.add_argument("--rate", type=float, default=50)
     p.add_argument("--mapped-rate", type=float, default=10)
     p.add_argument("--mapped", default="", help="NAME/TYPE,NAME/TYPE,... answered by the sidecar")
+    p.add_argument("--fwd-template", default="", help="forwarded names from this, e.g. pod-{n}.db.example.com")
+    p.add_argument("--fwd-base", type=int, default=0)
+    p.add_argument("--hot", default="", help="NAME/TYPE,... asked again and again (kind hot)")
+    p.add_argument("--hot-rate", type=float, default=0)
     p.add_argument("--zone", default="example.net")
     p.add_argument("--timeout", type=float, default=2.0)
     p.add_argument("--out", default="/dev/stdout")

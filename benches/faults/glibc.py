@@ -8,8 +8,10 @@ Run inside the client namespace, where /etc/resolv.conf (bind-mounted by `ip net
 attempts:2). Each lookup is socket.getaddrinfo(name, 80, AF_UNSPEC, SOCK_STREAM) in its own thread,
 started at a fixed pace, so glibc sends A and AAAA in parallel on one socket, as applications do.
 Names alternate between ones with A and AAAA (*.any) and ones with only A (*.v4), each never asked
-before. One JSON line per lookup: t (wall-clock start), name, dual (has AAAA), ms, result
-(ok | EAI_NODATA | EAI_AGAIN | EAI_NONAME | EAI_FAIL | ... | hung), families (on ok: "4", "6", "46").
+before (with --template, e.g. "pod-{n}.db.example.com" for an alias rule, the names are made from
+it: n = --base + 2 * i for a name with A and AAAA, + 1 for one with only A). One JSON line per
+lookup: t (wall-clock start), name, dual (has AAAA), ms, result (ok | EAI_NODATA | EAI_AGAIN |
+EAI_NONAME | EAI_FAIL | ... | hung), families (on ok: "4", "6", "46").
 A lookup still running 30 s after the last one started is written as `hung`.
 """
 import argparse
@@ -33,6 +35,8 @@ def main():
     p.add_argument("--rate", type=float, default=5)
     p.add_argument("--zone", default="example.net")
     p.add_argument("--out", default="/dev/stdout")
+    p.add_argument("--template", default="")
+    p.add_argument("--base", type=int, default=0)
     args = p.parse_args()
 
     tag = "g%x%x" % (os.getpid(), int(time.time()) & 0xFFFF)
@@ -67,7 +71,10 @@ def main():
         if delay > 0:
             time.sleep(delay)
         dual = i % 2 == 0
-        name = "%s-%d.%s.%s" % (tag, i, "any" if dual else "v4", args.zone)
+        if args.template:
+            name = args.template.format(n=args.base + 2 * i + (0 if dual else 1))
+        else:
+            name = "%s-%d.%s.%s" % (tag, i, "any" if dual else "v4", args.zone)
         th = threading.Thread(target=lookup, args=(name, dual, wall0 + (time.monotonic() - t0)),
                               daemon=True)
         th.start()

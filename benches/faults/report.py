@@ -20,6 +20,12 @@ Definitions:
 - glibc: getaddrinfo(AF_UNSPEC) lookups; fail = any error; EAI_NODATA = "No address associated
   with hostname" (a name that HAS addresses reported as having none); partial = a name with A and
   AAAA for which only one family came back.
+- splitdns-alias: the same binary with an alias rule; its forwarded stream asks alias names (each
+  once, so each is an upstream lookup of the rule's target). `hot alias names`: the few names it
+  also asks again and again (answered from the cache; `stale` = answered with TTL 30, the sidecar's
+  stale answer while the upstream is unreachable).
+- freshness (splitdns-alias only): see benches/faults/freshness.py.
+- targets: the issue 10 / 18 targets, per splitdns row (met / MISSED and the measured value).
 """
 import json
 import os
@@ -36,6 +42,7 @@ FAULT_TITLES = {
     "restart": "upstream restarted (knotd stopped 3 s, then started again)",
     "blackhole": "10 s black hole, then back",
     "twoup": "two upstreams, the first black-holed from 2 s on",
+    "freshness": "alias target changes its address (no fault)",
 }
 ANSWERED = ("ok", "nxdomain")
 
@@ -128,10 +135,19 @@ class Run:
         self.sockets = udp_sockets(base + ".ss.txt")
         self.fwd = [q for q in self.udp if q["kind"] == "fwd"]
         self.mapped = [q for q in self.udp if q["kind"] == "mapped"]
+        self.hot = [q for q in self.udp if q["kind"] == "hot"]
+        self.fresh = None
+        if fault == "freshness":
+            path = base + ".summary.json"
+            if os.path.exists(path):
+                with open(path) as f:
+                    self.fresh = json.load(f)
         self.w0 = self.ev.get("window_start")
         self.w1 = self.ev.get("window_end")
 
     def ok(self):
+        if self.fault == "freshness":
+            return self.status == "ok" and self.fresh is not None
         return self.status == "ok" and bool(self.udp)
 
 
@@ -193,8 +209,146 @@ def fault_table(fault, runs):
             r.peer, s["pct"], s["answered"], s["n"], s["servfail"], s["timeout"], other,
             fmt_ms(s["p50"]), fmt_ms(s["p99"]), fmt_ms(s["max"]), mc, ms, " | ".join(gcells)))
     lines.append("")
+    for r in runs:
+        if r.ok() and r.hot:
+            lines += [hot_line(r), ""]
     if fault in ("restart", "blackhole", "twoup"):
         lines += window_table(fault, runs)
+    return lines
+
+
+def hot_line(r):
+    """The cached alias names of a splitdns-alias run, in one sentence."""
+    s = stats(r.hot)
+    names = len({q["qname"] for q in r.hot})
+    stale = sum(1 for q in r.hot if q["outcome"] == "ok" and q.get("ttl") == 30)
+    line = ("%s, hot alias names (%d names asked again and again, from the cache): answered %.1f %% "
+            "(%d/%d), of which stale (TTL 30) %d; SERVFAIL %d, timeout %d; p50 / p99 / max %s / %s / %s ms"
+            % (r.peer, names, s["pct"], s["answered"], s["n"], stale, s["servfail"], s["timeout"],
+               fmt_ms(s["p50"]), fmt_ms(s["p99"]), fmt_ms(s["max"])))
+    if r.w0 is not None:
+        w1 = r.w1 if r.w1 is not None else r.ev.get("end", r.w0)
+        inw = [q for q in r.hot if r.w0 <= q["t"] < w1]
+        si = stats(inw)
+        st = sum(1 for q in inw if q["outcome"] == "ok" and q.get("ttl") == 30)
+        line += ("; sent in the window: answered %d of %d (stale %d), SERVFAIL %d, silence %d"
+                 % (si["answered"], si["n"], st, si["servfail"], si["timeout"]))
+    return line
+
+
+def freshness_table(runs):
+    lines = ["### %s" % FAULT_TITLES["freshness"], ""]
+    for r in runs:
+        if not r.ok():
+            lines += ["%s: run failed (see logs/freshness-%s.client.log)" % (r.peer, r.peer), ""]
+            continue
+        f = r.fresh
+        lines += [
+            "%d alias names asked %g times a second each for %g s; every target's address changed in "
+            "knot %d times (one transaction each); target TTL %d s, cap %g s." % (
+                f["names"], f["rate_per_name"], f["duration"], f["changes"], f["target_ttl"], f["cap"]), "",
+            "| peer | new address served after (max / median s) | never | target | upstream queries per "
+            "hot name per cap interval | s between two (median / min / max) | client queries per name "
+            "per cap interval | client TTL max | p50 / p99 / max ms | not answered |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| %s | %s / %s | %d | <= %g s | %s (%s) | %s / %s / %s | %s | %s | %s / %s / %s | %d of %d |" % (
+                r.peer, f["delay_max"], f["delay_median"], f["delay_never"], f["delay_target"],
+                f["upstream_per_name_per_cap"],
+                ", ".join("%s %d" % (k.split(".")[0], v) for k, v in f["upstream_queries"].items()),
+                f.get("upstream_gap_median"), f.get("upstream_gap_min"), f.get("upstream_gap_max"),
+                f["client_queries_per_name_per_cap"], f["ttl_max"], fmt_ms(f["lat_p50"]),
+                fmt_ms(f["lat_p99"]), fmt_ms(f["lat_max"]), f["not_ok"], f["queries"]), "",
+            "Per change (seconds into the run: delay per name, s): " + "; ".join(
+                "%.1f: %s" % (c["t"], " ".join("-" if d is None else "%.2f" % d for d in c["delays"]))
+                for c in f["per_change"]), ""]
+    return lines
+
+
+def verdict(ok, text):
+    return ("met" if ok else "**MISSED**") + " (" + text + ")"
+
+
+def targets_table(runs):
+    """The targets of issues 10 and 18, for every splitdns row."""
+    peers = [p for p in dict.fromkeys(r.peer for r in runs) if p.startswith("splitdns")]
+    if not peers:
+        return []
+    find = {(r.fault, r.peer): r for r in runs}
+    lines = ["### targets", "",
+             "| target | " + " | ".join(peers) + " |", "|---|" + "---|" * len(peers)]
+
+    def row(name, fn):
+        cells = []
+        for p in peers:
+            cells.append(fn(p))
+        if any(c != "-" for c in cells):
+            lines.append("| %s | %s |" % (name, " | ".join(cells)))
+
+    def loss(fault, pct_min, p99_max):
+        def f(p):
+            r = find.get((fault, p))
+            if not r or not r.ok():
+                return "-"
+            s = stats(r.fwd)
+            return verdict(s["pct"] >= pct_min and s["p99"] is not None and s["p99"] <= p99_max,
+                           "%.1f %%, p99 %s ms" % (s["pct"], fmt_ms(s["p99"])))
+        return f
+
+    def hole_silence(p):
+        r = find.get(("blackhole", p))
+        if not r or not r.ok() or r.w0 is None or r.w1 is None:
+            return "-"
+        inw = [q for q in r.fwd + r.hot if r.w0 <= q["t"] < r.w1]
+        c = Counter(q["outcome"] for q in inw)
+        sf = [q["ms"] for q in inw if q["outcome"] == "servfail"]
+        return verdict(c["timeout"] == 0, "SERVFAIL %d (median %s ms), answered %d, silence %d of %d" % (
+            c["servfail"], fmt_ms(statistics.median(sf)) if sf else "-",
+            sum(c[k] for k in ANSWERED), c["timeout"], len(inw)))
+
+    def first_after(p):
+        r = find.get(("blackhole", p))
+        if not r or not r.ok() or r.w1 is None:
+            return "-"
+        recv = [q["t"] + q["ms"] / 1000.0 for q in r.fwd if q["outcome"] in ANSWERED
+                and q["t"] + q["ms"] / 1000.0 >= r.w1]
+        if not recv:
+            return verdict(False, "none")
+        d = min(recv) - r.w1
+        return verdict(d <= 0.1, "%.2f s" % d)
+
+    def restart_glibc(p):
+        r = find.get(("restart", p))
+        if not r or not r.ok() or r.glibc is None:
+            return "-"
+        g = glibc_stats(r.glibc)
+        return verdict(g["fail"] == 0, "%d of %d failed" % (g["fail"], g["n"]))
+
+    def fresh_delay(p):
+        r = find.get(("freshness", p))
+        if not r or not r.ok():
+            return "-"
+        f = r.fresh
+        return verdict(f["delay_max"] is not None and f["delay_never"] == 0 and f["delay_max"] <= f["delay_target"],
+                       "max %s s" % f["delay_max"])
+
+    def fresh_upstream(p):
+        r = find.get(("freshness", p))
+        if not r or not r.ok():
+            return "-"
+        f = r.fresh
+        v = f["upstream_per_name_per_cap"]
+        # "about one per cap interval, not one per client query": within 2x of one
+        return verdict(v is not None and v <= 2, "%s per name per %g s, clients asked %s" % (
+            v, f["cap"], f["client_queries_per_name_per_cap"]))
+
+    row("5 % loss: >= 99.9 % answered, p99 <= 110 ms", loss("loss5", 99.9, 110))
+    row("20 % loss: >= 99.7 % answered, p99 <= 350 ms", loss("loss20", 99.7, 350))
+    row("black hole: SERVFAIL (or stale) before 2 s, never silence", hole_silence)
+    row("black hole: first answer <= 100 ms after it", first_after)
+    row("3 s restart: no glibc lookup fails", restart_glibc)
+    row("freshness: new address within cap + 0.5 s", fresh_delay)
+    row("freshness: about one upstream query per hot name per cap", fresh_upstream)
+    lines.append("")
     return lines
 
 
@@ -263,7 +417,7 @@ def main():
         parts = line.rstrip("\n").split("\t")
         if len(parts) >= 3:
             runs.append(Run(out, parts[0], parts[1], parts[2]))
-    faults = list(dict.fromkeys(r.fault for r in runs))
+    faults = list(dict.fromkeys(r.fault for r in runs if r.fault != "freshness"))
     peers = list(dict.fromkeys(r.peer for r in runs))
     meta = open(os.path.join(out, "meta.txt")).read().strip().splitlines() if os.path.exists(
         os.path.join(out, "meta.txt")) else []
@@ -276,11 +430,15 @@ def main():
         cells = []
         for f in faults:
             r = next((x for x in runs if x.fault == f and x.peer == p), None)
-            cells.append("%.1f %%" % stats(r.fwd)["pct"] if r and r.ok() else "failed")
+            cells.append("%.1f %%" % stats(r.fwd)["pct"] if r and r.ok() else "failed" if r else "-")
         lines.append("| %s | %s |" % (p, " | ".join(cells)))
     lines.append("")
+    lines += targets_table(runs)
     for f in faults:
         lines += fault_table(f, [r for r in runs if r.fault == f])
+    fresh = [r for r in runs if r.fault == "freshness"]
+    if fresh:
+        lines += freshness_table(fresh)
     lines += ["Latencies are of answered queries only; timeouts are 2 s without a reply. "
               "`mapped slow/fail`: mapped-name answers that took 10 ms or more / that failed. "
               "Definitions: benches/faults/report.py.", ""]
