@@ -183,24 +183,18 @@ fn black_hole_gets_servfail_within_the_budget_never_silence() {
         let r = udp(d.udp, &query("www.example.org.", RecordType::A));
         assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
         let took = t0.elapsed();
-        assert!(
-            took >= Duration::from_millis(200) && took < Duration::from_millis(300),
-            "SERVFAIL at the end of the budget: {took:?}"
-        );
+        assert!(took >= Duration::from_millis(200), "not before: {took:?}");
+        common::assert_under(took, Duration::from_millis(300), "SERVFAIL by the budget");
     }
     let t0 = Instant::now();
     let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
-    assert!(
-        t0.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        t0.elapsed()
-    );
+    common::assert_under(t0.elapsed(), Duration::from_millis(300), "TCP SERVFAIL");
     // Local names are unaffected.
     let t0 = Instant::now();
     let r = udp(d.udp, &query("db-0.db.example.com.", RecordType::A));
     assert_eq!(r.answers.len(), 1);
-    assert!(t0.elapsed() < Duration::from_millis(10));
+    common::assert_under(t0.elapsed(), Duration::from_millis(10), "a local answer");
     let m = d.stats();
     assert!(m.upstream_timeouts() >= 1, "timeouts are counted");
     assert_eq!(m.get(Outcome::ServFail), 5);

@@ -4,7 +4,7 @@
 //! query path: each has its own socket, buffers, counters and relay; the mapping is read through
 //! `ArcSwap` (wait-free). A thread blocked in `recv_from` costs nothing while idle and wakes
 //! with no executor in between: on loopback this loop is within a few percent of the bare
-//! responder in ../shared/bench (see README, Performance). A worker has no timeout at all while
+//! responder in benches/dnsperf/limit (see README, Performance). A worker has no timeout at all while
 //! idle; at shutdown its socket is shut down for reading, which wakes it ([`crate::sys`]).
 
 use std::io;

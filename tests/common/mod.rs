@@ -269,13 +269,47 @@ pub fn closed_port() -> SocketAddr {
     s.local_addr().unwrap()
 }
 
-/// Polls `cond` every 10 ms until it holds; panics with `what` after `within`.
+/// The factor every upper time bound of the tests is stretched by: `SPLITDNS_TEST_SLACK`
+/// (default 1). A loaded CI machine delays a reply the daemon sent on time (scheduling, not the
+/// daemon); `.ci/run` sets it, a developer's quiet machine keeps the bounds tight.
+pub fn slack() -> f64 {
+    std::env::var("SPLITDNS_TEST_SLACK")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// An upper time bound stretched by [`slack`].
+pub fn bound(limit: Duration) -> Duration {
+    limit.mul_f64(slack())
+}
+
+/// Asserts that `took` is under `limit` (stretched by [`slack`]): the one timing check.
+#[track_caller]
+pub fn assert_under(took: Duration, limit: Duration, what: &str) {
+    let limit = bound(limit);
+    assert!(took < limit, "{what}: took {took:?}, bound {limit:?}");
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `within` (stretched by
+/// [`slack`]).
+#[track_caller]
 pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let within = bound(within);
     let t0 = std::time::Instant::now();
     while !cond() {
         assert!(t0.elapsed() < within, "not {what} within {within:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Replaces `path` in one step (write a sibling, then rename), as an editor or a ConfigMap
+/// update does: a watcher never reads a half-written file.
+pub fn write_atomic(path: &std::path::Path, contents: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A plain HTTP/1.1 GET; returns (status, body).
