@@ -456,7 +456,7 @@ expect "db-1.db.example.com after the broken update" "10.42.0.13 fd00::13" "$(lo
 expect "mapping hash after the broken update (unchanged)" "$hash_v2" "$(mapping_hash)"
 expect "GET /ready after the broken update" 200 "$(admin_code /ready)"
 expect_match "log: the rejection, with file, line, column and cause" \
-    'mapping reload failed, keeping the last good mapping \(3 names\): /etc/splitdns/mapping.yaml:3:[0-9]+: invalid IP address' "$(splitdns_log)"
+    'mapping reload failed, keeping the last good mapping \(3 names, 0 rules\): /etc/splitdns/mapping.yaml:3:[0-9]+: invalid IP address' "$(splitdns_log)"
 
 say "10. fixed ConfigMap update: db-0 moves to 10.42.0.32"
 MAPPING_V3=${MAPPING_V1/10.42.0.12/10.42.0.32}
