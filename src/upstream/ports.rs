@@ -18,6 +18,7 @@
 //! Tokens: a socket's index in the slab is its epoll token and is recorded in each copy, so a
 //! reply is accepted only on the very socket (port) its copy left from.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -65,8 +66,11 @@ pub(crate) struct Ports {
     free: Vec<usize>,
     /// Per upstream, the indices of the sockets in use.
     live: Vec<Vec<usize>>,
-    /// Replaced sockets still draining.
-    draining: Vec<usize>,
+    /// Replaced sockets still draining, oldest first: each drains for the same time from when it
+    /// was replaced, so they end in this order and [`Ports::close_drained`] only looks at the
+    /// front. (It runs on every pick; at 50,000 queries a second some 800 sockets drain at once,
+    /// and a scan of all of them on every pick cost more than the pool's sockets themselves.)
+    draining: VecDeque<usize>,
     registry: Registry,
     /// How long a replaced socket may still get replies.
     drain: Duration,
@@ -83,7 +87,7 @@ impl Ports {
             slab: Vec::new(),
             free: Vec::new(),
             live: vec![Vec::with_capacity(POOL); upstreams.len()],
-            draining: Vec::new(),
+            draining: VecDeque::new(),
             registry,
             drain,
         };
@@ -163,19 +167,18 @@ impl Ports {
         let old = std::mem::replace(&mut self.live[u][at], new);
         if let Some(p) = self.slab[old].as_mut() {
             p.drain_until = Some(now + self.drain);
-            self.draining.push(old);
+            self.draining.push_back(old);
         }
     }
 
     /// Closes the replaced sockets whose copies' budget is over.
     pub(crate) fn close_drained(&mut self, now: Instant) {
-        while let Some(pos) = self.draining.iter().position(|i| {
-            self.slab[*i]
-                .as_ref()
-                .and_then(|p| p.drain_until)
-                .is_some_and(|t| t <= now)
-        }) {
-            let index = self.draining.swap_remove(pos);
+        while let Some(&index) = self.draining.front() {
+            let port = self.slab[index].as_ref();
+            if port.and_then(|p| p.drain_until).is_some_and(|t| t > now) {
+                break;
+            }
+            self.draining.pop_front();
             if let Some(p) = self.slab[index].take() {
                 let _ = self
                     .registry
