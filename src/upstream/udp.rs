@@ -851,8 +851,8 @@ impl RelayLoop {
                 // Cannot wait: do not spin either.
                 std::thread::sleep(attempt::RTO_MIN);
             }
-            // `sleeping` is cleared by the next reply or timer run (both lock anyway); until
-            // then a query may wake us needlessly, which costs one eventfd write.
+            // `sleeping` is cleared by the first wake, the next reply or the next timer run
+            // (all lock anyway): while we handle replies a query may wake us needlessly, once.
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKE {
