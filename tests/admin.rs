@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Daemon, black_hole, query, udp, upstream};
 use hickory_proto::rr::RecordType;
@@ -22,18 +22,10 @@ fn admin(d: &Daemon) -> SocketAddr {
 
 /// Polls `path` until its status is `want` or `limit` passes; returns the last body.
 fn wait_status(addr: SocketAddr, path: &str, want: u16, limit: Duration) -> String {
-    let t0 = Instant::now();
-    loop {
-        let (status, body) = get(addr, path);
-        if status == want {
-            return body;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{path} still {status} after {limit:?}: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::eventually_ok(limit, &format!("{path} {want}"), || match get(addr, path) {
+        (status, body) if status == want => Ok(body),
+        (status, body) => Err(format!("(still {status}: {body})")),
+    })
 }
 
 /// The value of the first metric line starting with `series` (name plus labels).
@@ -124,15 +116,13 @@ fn forwarding_loop_is_detected_and_keeps_the_daemon_not_ready() {
         c.listen = vec![listen];
         c.upstream_timeout = Duration::from_millis(300);
     });
-    let body = wait_status(admin(&d), "/ready", 503, Duration::from_secs(3));
-    let t0 = Instant::now();
-    while !get(admin(&d), "/ready").1.contains("loop") {
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "loop reported: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_status(admin(&d), "/ready", 503, Duration::from_secs(3));
+    common::eventually_ok(Duration::from_secs(3), "loop reported", || {
+        match get(admin(&d), "/ready").1 {
+            body if body.contains("loop") => Ok(()),
+            body => Err(body),
+        }
+    });
     assert_eq!(get(admin(&d), "/live").0, 200, "alive: not crash-looping");
 }
 
@@ -163,23 +153,22 @@ fn ready_turns_503_at_once_when_shutdown_begins() {
         .unwrap();
     let stopper = std::thread::spawn(move || rt.block_on(running.shutdown()));
     // During shutdown the admin endpoint still answers, with 503.
-    let t0 = Instant::now();
-    let mut saw_503 = false;
-    while t0.elapsed() < Duration::from_secs(2) {
-        match TcpStream::connect(admin_addr) {
-            Ok(_) => {
-                let (status, body) = get(admin_addr, "/ready");
-                if status == 503 {
-                    assert!(body.contains("shutting down"), "{body}");
-                    saw_503 = true;
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
+    // Some(body) once /ready says 503; None if the endpoint is gone first.
+    let during =
+        common::eventually_ok(
+            Duration::from_secs(2),
+            "/ready 503",
+            || match TcpStream::connect(admin_addr) {
+                Ok(_) => match get(admin_addr, "/ready") {
+                    (503, body) => Ok(Some(body)),
+                    (status, _) => Err(status),
+                },
+                Err(_) => Ok(None),
+            },
+        );
     assert!(stopper.join().unwrap(), "clean shutdown");
-    assert!(saw_503, "/ready reported 503 during shutdown");
+    let body = during.expect("/ready reported 503 during shutdown");
+    assert!(body.contains("shutting down"), "{body}");
 }
 
 #[test]
@@ -222,43 +211,32 @@ fn metrics_move_with_traffic_and_reloads() {
         "hosts:\n  a.example.com: 10.0.0.1\n  b.example.com: 10.0.0.2\n",
     );
     d.running().reload_now();
-    let t0 = Instant::now();
-    loop {
+    // A scrape is not a transaction: the reload is counted just before the new mapping is
+    // published (src/mapping/reload.rs), so wait for both.
+    let m = common::eventually_ok(Duration::from_secs(3), "the reload in metrics", || {
         let m = get(admin(&d), "/metrics").1;
-        // A scrape is not a transaction: the reload is counted just before the new mapping is
-        // published (src/mapping/reload.rs), so wait for both.
         if metric(&m, "splitdns_mapping_reloads_total") == 1.0
             && metric(&m, "splitdns_mapping_entries") == 2.0
         {
-            let hash_after = m
-                .lines()
-                .find(|l| l.starts_with("splitdns_mapping_info"))
-                .unwrap();
-            assert_ne!(hash_after, hash_before, "hash info follows the content");
-            assert!(metric(&m, "splitdns_mapping_last_reload_timestamp_seconds") > 1.7e9);
-            break;
+            Ok(m)
+        } else {
+            Err("")
         }
-        common::assert_under(
-            t0.elapsed(),
-            Duration::from_secs(3),
-            "the reload in metrics",
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
+    let hash_after = m
+        .lines()
+        .find(|l| l.starts_with("splitdns_mapping_info"))
+        .unwrap();
+    assert_ne!(hash_after, hash_before, "hash info follows the content");
+    assert!(metric(&m, "splitdns_mapping_last_reload_timestamp_seconds") > 1.7e9);
     common::write_atomic(&d.mapping_path, "hosts:\n  a..example.com: 10.0.0.1\n");
     d.running().reload_now();
-    let t0 = Instant::now();
-    while metric(
-        &get(admin(&d), "/metrics").1,
-        "splitdns_mapping_reload_failures_total",
-    ) < 1.0
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "reload failure counted"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::eventually(Duration::from_secs(3), "reload failure counted", || {
+        metric(
+            &get(admin(&d), "/metrics").1,
+            "splitdns_mapping_reload_failures_total",
+        ) >= 1.0
+    });
     // The gauge stays up while the bad source stays (the counter moved once, and stays)...
     for _ in 0..3 {
         d.running().reload_now();
@@ -374,23 +352,19 @@ fn headers_that_never_end_are_cut_off_by_the_header_timeout() {
     // One connection that sends nothing, one that sends a header line every 100 ms forever.
     let mut silent = TcpStream::connect(a).unwrap();
     let mut trickler = slow_client(a);
-    let t0 = Instant::now();
-    let mut trickle_end = None;
-    for i in 0.. {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the trickling connection is still open after 20 s"
-        );
-        if write!(trickler, "X-{i}: y\r\n").is_err() {
-            trickle_end = Some(Vec::new()); // closed under our writes (a reset)
-            break;
-        }
-        if let Some(got) = outcome(&mut trickler, Duration::from_millis(100)) {
-            trickle_end = Some(got);
-            break;
-        }
-    }
-    assert_eq!(trickle_end, Some(Vec::new()), "closed, with no answer");
+    let mut i = 0;
+    let trickle_end = common::eventually_ok(
+        Duration::from_secs(20),
+        "the trickling connection closed",
+        || {
+            i += 1;
+            if write!(trickler, "X-{i}: y\r\n").is_err() {
+                return Ok(Vec::new()); // closed under our writes (a reset)
+            }
+            outcome(&mut trickler, Duration::from_millis(100)).ok_or("")
+        },
+    );
+    assert_eq!(trickle_end, Vec::new(), "closed, with no answer");
     assert_eq!(
         outcome(&mut silent, Duration::from_secs(20)),
         Some(Vec::new()),
@@ -590,18 +564,18 @@ fn bad_input_is_refused_or_closed_and_the_endpoint_keeps_serving() {
             "{method} /live HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nsome"
         )
         .unwrap();
-        let t0 = Instant::now();
-        let mut got = None;
-        while t0.elapsed() < Duration::from_secs(10) {
-            if s.write_all(b"x").is_err() {
-                got = outcome(&mut s, Duration::from_secs(1));
-                break;
-            }
-            if let Some(g) = outcome(&mut s, Duration::from_millis(100)) {
-                got = Some(g);
-                break;
-            }
-        }
+        let got = common::eventually_ok(
+            Duration::from_secs(10),
+            &format!("{method} with a slow body answered or closed"),
+            || {
+                if s.write_all(b"x").is_err() {
+                    return Ok(outcome(&mut s, Duration::from_secs(1)));
+                }
+                outcome(&mut s, Duration::from_millis(100))
+                    .map(Some)
+                    .ok_or("")
+            },
+        );
         let got = got.unwrap_or_else(|| panic!("{method} with a slow body: still open"));
         if !got.is_empty() {
             assert_eq!(

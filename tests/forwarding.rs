@@ -133,13 +133,11 @@ fn silent_upstream_gives_servfail_within_the_timeout() {
         let took = t0.elapsed();
         assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
         assert_eq!(r.queries, q.queries, "SERVFAIL echoes the question");
-        assert!(
-            took >= Duration::from_millis(350),
-            "waited for the upstream: {took:?}"
-        );
-        assert!(
-            took < Duration::from_millis(1500),
-            "but not much longer: {took:?}"
+        common::assert_between(
+            took,
+            Duration::from_millis(350),
+            Duration::from_millis(1500),
+            "waited for the upstream, but not much longer",
         );
     }
     // The mapped names do not depend on the upstream at all.
@@ -154,13 +152,13 @@ fn unreachable_only_upstream_is_retried_until_the_budget_ends() {
     let d = Daemon::start_with(MAPPING, vec![closed_port()], |c| {
         c.upstream_timeout = Duration::from_millis(600)
     });
-    let t0 = Instant::now();
-    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    let (r, took) = common::timed(|| udp(d.udp, &query("www.example.org.", RecordType::A)));
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
-    let took = t0.elapsed();
-    assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_millis(600),
-        "re-sent until the budget's end: {took:?}"
+    common::assert_between(
+        took,
+        Duration::from_millis(450),
+        Duration::from_millis(600),
+        "re-sent until the budget's end",
     );
     let m = d.stats();
     assert!(m.upstream_retransmits() >= 1, "{m:?}");
@@ -185,11 +183,11 @@ fn fails_over_to_the_next_upstream() {
     let d = Daemon::start_with(MAPPING, vec![hole.addr, up.addr], |c| {
         c.upstream_timeout = Duration::from_millis(600)
     });
-    let t0 = Instant::now();
-    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    let r = common::under(Duration::from_millis(1500), "failed over", || {
+        udp(d.udp, &query("www.example.org.", RecordType::A))
+    });
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(r.answers.len(), 1);
-    assert!(t0.elapsed() < Duration::from_millis(1500));
     let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
     assert_eq!(r.answers.len(), 1, "TCP fails over too");
 }

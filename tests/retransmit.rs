@@ -44,10 +44,10 @@ fn lost_copies_are_resent_within_the_budget() {
         let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
             c.upstream_timeout = Duration::from_secs(2);
         });
-        let t0 = Instant::now();
-        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        let r = common::under(Duration::from_secs(2), "answered within the budget", || {
+            udp(d.udp, &query("www.example.org.", RecordType::A))
+        });
         assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 9)), "k={k}");
-        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
         assert_eq!(
             up.count("www.example.org"),
             k + 1,
@@ -96,11 +96,10 @@ fn late_reply_to_an_earlier_copy_is_accepted() {
     let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
         c.upstream_timeout = Duration::from_secs(2);
     });
-    let t0 = Instant::now();
-    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    let r = common::under(Duration::from_millis(700), "the first copy's reply", || {
+        udp(d.udp, &query("www.example.org.", RecordType::A))
+    });
     assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 4)));
-    let took = t0.elapsed();
-    assert!(took < Duration::from_millis(700), "{took:?}");
     assert!(up.count("www.example.org") >= 2, "a second copy was sent");
 }
 
@@ -189,19 +188,16 @@ fn silence_marks_down_and_the_first_reply_marks_up() {
         d.running().upstreams_up() == vec![false]
     });
     silent.store(false, Ordering::Relaxed);
-    let t0 = Instant::now();
-    common::eventually(Duration::from_secs(1), "marked up", || {
-        d.running().upstreams_up() == vec![true]
+    // Probes while down are fast: marked up well before the second the helper allows.
+    common::under(Duration::from_millis(300), "marked up", || {
+        common::eventually(Duration::from_secs(1), "marked up", || {
+            d.running().upstreams_up() == vec![true]
+        })
     });
-    assert!(
-        t0.elapsed() < Duration::from_millis(300),
-        "probes while down are fast: {:?}",
-        t0.elapsed()
-    );
-    let t0 = Instant::now();
-    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    let r = common::under(Duration::from_millis(100), "answered at once", || {
+        udp(d.udp, &query("www.example.org.", RecordType::A))
+    });
     assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 8)));
-    assert!(t0.elapsed() < Duration::from_millis(100));
 }
 
 /// A query waiting on an upstream that went silent is answered as soon as it is back: the
@@ -227,10 +223,10 @@ fn waiting_queries_are_resent_as_soon_as_the_upstream_is_back() {
     let back = Instant::now();
     let (answer, at) = client.join().unwrap();
     assert_eq!(answer, Some(Ipv4Addr::new(192, 0, 2, 6)));
-    assert!(
-        at.duration_since(back) < Duration::from_millis(200),
-        "answered {:?} after the upstream came back",
-        at.duration_since(back)
+    common::assert_under(
+        at.saturating_duration_since(back),
+        Duration::from_millis(200),
+        "answered after the upstream came back",
     );
 }
 
@@ -272,14 +268,10 @@ fn query_survives_an_upstream_restart() {
     assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
     up.restart_udp(Duration::from_millis(700));
     std::thread::sleep(Duration::from_millis(100));
-    let t0 = Instant::now();
-    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+    let r = common::under(Duration::from_millis(1500), "answered once back", || {
+        udp(d.udp, &query("www.example.org.", RecordType::A))
+    });
     assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
-    assert!(
-        t0.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        t0.elapsed()
-    );
     let m = d.stats();
     assert!(m.upstreams[0].errors >= 1, "ICMP unreachable seen: {m:?}");
 }
@@ -299,14 +291,10 @@ fn down_upstream_is_not_waited_on_but_still_asked() {
     });
     let before = hole.count("www.example.org");
     for _ in 0..20 {
-        let t0 = Instant::now();
-        let r = udp(d.udp, &query("www.example.org.", RecordType::A));
+        let r = common::under(Duration::from_millis(50), "not waited on", || {
+            udp(d.udp, &query("www.example.org.", RecordType::A))
+        });
         assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
-        assert!(
-            t0.elapsed() < Duration::from_millis(50),
-            "{:?}",
-            t0.elapsed()
-        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let asked = hole.count("www.example.org") - before;
@@ -343,9 +331,11 @@ fn serve_stale_answers_only_while_the_upstream_fails() {
     let r = udp(d.udp, &query("WWW.example.org.", RecordType::A));
     assert_eq!(ttl(&r), Some(60));
     silent.store(true, Ordering::Relaxed);
-    let t0 = Instant::now();
-    let r = udp(d.udp, &query("wWw.example.org.", RecordType::A));
-    assert!(t0.elapsed() < Duration::from_millis(500));
+    let r = common::under(
+        Duration::from_millis(500),
+        "stale within the budget",
+        || udp(d.udp, &query("wWw.example.org.", RecordType::A)),
+    );
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(
         (a(&r), ttl(&r)),

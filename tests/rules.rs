@@ -322,10 +322,10 @@ fn alias_answers_do_not_stall_local_answers() {
     let addr = d.udp;
     let slow = std::thread::spawn(move || udp(addr, &query("www.alias.test.", RecordType::A)));
     std::thread::sleep(Duration::from_millis(50));
-    let t0 = std::time::Instant::now();
-    let r = udp(d.udp, &query("db-0.db.example.com.", RecordType::A));
+    let r = common::under(Duration::from_millis(200), "a local answer beside", || {
+        udp(d.udp, &query("db-0.db.example.com.", RecordType::A))
+    });
     assert_eq!(r.answers.len(), 1);
-    assert!(t0.elapsed() < Duration::from_millis(200));
     let r = slow.join().unwrap();
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
 }

@@ -285,21 +285,66 @@ pub fn bound(limit: Duration) -> Duration {
     limit.mul_f64(slack())
 }
 
-/// Asserts that `took` is under `limit` (stretched by [`slack`]): the one timing check.
+/// Asserts that `took` is under `limit` (stretched by [`slack`]): the one upper-bound check.
 #[track_caller]
 pub fn assert_under(took: Duration, limit: Duration, what: &str) {
     let limit = bound(limit);
     assert!(took < limit, "{what}: took {took:?}, bound {limit:?}");
 }
 
+/// Asserts that `took` is at least `floor`, which is NOT stretched: a lower bound checks a
+/// deliberate wait (a timeout waited out, a grace period given), and a loaded machine only ever
+/// makes a wait longer, never shorter.
+#[track_caller]
+pub fn assert_not_before(took: Duration, floor: Duration, what: &str) {
+    assert!(took >= floor, "{what}: took {took:?}, not before {floor:?}");
+}
+
+/// [`assert_not_before`] `floor` and [`assert_under`] `limit` (only the upper bound stretched).
+#[track_caller]
+pub fn assert_between(took: Duration, floor: Duration, limit: Duration, what: &str) {
+    assert_not_before(took, floor, what);
+    assert_under(took, limit, what);
+}
+
+/// Runs `f` and returns its value with the time it took.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t0 = std::time::Instant::now();
+    let v = f();
+    (v, t0.elapsed())
+}
+
+/// Runs `f`, asserts (through [`assert_under`]) that it took under `limit`, returns its value.
+#[track_caller]
+pub fn under<T>(limit: Duration, what: &str, f: impl FnOnce() -> T) -> T {
+    let (v, took) = timed(f);
+    assert_under(took, limit, what);
+    v
+}
+
 /// Polls `cond` every 10 ms until it holds; panics with `what` after `within` (stretched by
 /// [`slack`]).
 #[track_caller]
 pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    eventually_ok(within, what, || if cond() { Ok(()) } else { Err("") });
+}
+
+/// Polls `f` every 10 ms until it gives `Ok`, and returns that value; panics after `within`
+/// (stretched by [`slack`]) with `what` and the last `Err` (the state it was stuck in). The one
+/// polling loop of the tests.
+#[track_caller]
+pub fn eventually_ok<T, E: std::fmt::Display>(
+    within: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, E>,
+) -> T {
     let within = bound(within);
     let t0 = std::time::Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < within, "not {what} within {within:?}");
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => assert!(t0.elapsed() < within, "not {what} within {within:?} {last}"),
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
