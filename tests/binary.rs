@@ -406,9 +406,9 @@ fn sigterm_with_udp_and_tcp_in_flight_takes_at_most_the_grace() {
     let _udp_client =
         std::thread::spawn(move || common::udp_raw(addr, &udp_q, Duration::from_secs(5)));
     let _tcp_client = std::thread::spawn(move || {
-        use std::io::{Read, Write};
+        use std::io::Read;
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(&common::framed(&q)).unwrap();
+        common::write_framed(&mut s, &q).unwrap();
         let mut b = [0u8; 2];
         let _ = s.read(&mut b);
     });

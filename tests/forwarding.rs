@@ -274,7 +274,6 @@ fn own_listen_address_is_refused_as_upstream() {
 
 #[test]
 fn tcp_connection_carries_several_queries() {
-    use std::io::{Read, Write};
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
     let mut s = std::net::TcpStream::connect(d.tcp).unwrap();
@@ -285,12 +284,8 @@ fn tcp_connection_carries_several_queries() {
         "db-0.db.example.com.",
     ] {
         let q = query(name, RecordType::A).to_vec().unwrap();
-        s.write_all(&common::framed(&q)).unwrap();
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).unwrap();
-        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).unwrap();
-        let m = Message::from_vec(&body).unwrap();
+        common::write_framed(&mut s, &q).unwrap();
+        let m = Message::from_vec(&common::read_framed(&mut s).unwrap()).unwrap();
         assert_eq!(m.answers.len(), 1, "{name}");
     }
 }

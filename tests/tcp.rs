@@ -15,16 +15,11 @@ use hickory_proto::rr::RecordType;
 const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
 
 fn send(s: &mut TcpStream, msg: &Message) {
-    let q = msg.to_vec().unwrap();
-    s.write_all(&common::framed(&q)).unwrap();
+    common::write_framed(s, &msg.to_vec().unwrap()).unwrap();
 }
 
 fn recv(s: &mut TcpStream) -> Option<Message> {
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    Message::from_vec(&body).ok()
+    Message::from_vec(&common::read_framed(s).ok()?).ok()
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -132,7 +127,7 @@ fn a_64k_tcp_message_is_read_whole_and_answered() {
         .unwrap();
     q.resize(u16::MAX as usize, 0xAB); // trailing octets after the question are ignored
     let mut s = connect(d.tcp);
-    s.write_all(&common::framed(&q)).unwrap();
+    common::write_framed(&mut s, &q).unwrap();
     let r = recv(&mut s).expect("answered");
     assert_eq!(r.answers.len(), 1);
 }
@@ -375,7 +370,7 @@ fn the_memory_budget_bounds_the_work_in_flight_and_a_hog_never_blocks_others() {
                     .to_vec()
                     .unwrap();
                 q.resize(60_000, 0xAB);
-                s.write_all(&common::framed(&q)).unwrap();
+                common::write_framed(&mut s, &q).unwrap();
             }
             s
         })

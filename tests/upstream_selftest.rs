@@ -1,9 +1,9 @@
 //! Self-tests for the in-process upstream DNS server used by the integration tests.
 
-#[path = "common/upstream.rs"]
-mod upstream;
+mod common;
 
-use std::io::{Read, Write};
+use common::{read_framed, upstream, write_framed};
+
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
@@ -55,15 +55,8 @@ fn udp(addr: SocketAddr, msg: &Message) -> Message {
 fn tcp(addr: SocketAddr, msg: &Message) -> Message {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let bytes = msg.to_vec().unwrap();
-    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&bytes);
-    stream.write_all(&framed).unwrap();
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).unwrap();
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut buf).unwrap();
-    let reply = Message::from_vec(&buf).unwrap();
+    write_framed(&mut stream, &msg.to_vec().unwrap()).unwrap();
+    let reply = Message::from_vec(&read_framed(&mut stream).unwrap()).unwrap();
     assert_eq!(reply.metadata.id, msg.metadata.id);
     reply
 }

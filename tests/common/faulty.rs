@@ -3,7 +3,6 @@
 //! (`. NS`) are answered at once unless the script says otherwise, so the daemon stays "ready".
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -263,15 +262,7 @@ fn respond_udp(udp: &UdpSocket, other: &UdpSocket, to: SocketAddr, q: &[u8], act
 
 fn serve_tcp(mut conn: TcpStream, script: &Script, seen: &Mutex<Vec<Query>>) {
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    loop {
-        let mut len = [0u8; 2];
-        if conn.read_exact(&mut len).is_err() {
-            return;
-        }
-        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
-        if conn.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Ok(body) = super::read_framed(&mut conn) {
         let q = Query {
             name: qname(&body),
             bytes: body,
@@ -297,7 +288,7 @@ fn serve_tcp(mut conn: TcpStream, script: &Script, seen: &Mutex<Vec<Query>>) {
             }
             Act::Garbage | Act::WrongPort | Act::Truncated | Act::Tc => vec![0xde, 0xad, 0xbe],
         };
-        if conn.write_all(&super::framed(&r)).is_err() {
+        if super::write_framed(&mut conn, &r).is_err() {
             return;
         }
     }

@@ -189,11 +189,31 @@ pub fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8
         .collect()
 }
 
+// DNS over TCP, the one framing helper: every message is preceded by its length in two
+// octets (RFC 1035 §4.2.2, RFC 7766 §8). `framed` for raw bytes (pipelines, partial writes),
+// `write_framed` / `read_framed` on a stream.
+
 /// A message with its two-octet length prefix, as TCP carries it (RFC 1035 §4.2.2).
 pub fn framed(message: &[u8]) -> Vec<u8> {
-    let mut f = (message.len() as u16).to_be_bytes().to_vec();
+    let len =
+        u16::try_from(message.len()).expect("a DNS message over TCP is at most 65,535 octets");
+    let mut f = len.to_be_bytes().to_vec();
     f.extend_from_slice(message);
     f
+}
+
+/// Writes one length-prefixed message (in one write, so a reader never sees a lone prefix).
+pub fn write_framed(s: &mut impl Write, message: &[u8]) -> std::io::Result<()> {
+    s.write_all(&framed(message))
+}
+
+/// Reads one length-prefixed message; an error at end of stream, on a read timeout or a cut.
+pub fn read_framed(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)?;
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut message)?;
+    Ok(message)
 }
 
 /// The first IPv4 address of a reply's answer section.
@@ -205,12 +225,8 @@ pub fn first_a(m: &Message) -> Option<std::net::Ipv4Addr> {
 pub fn tcp_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(&framed(bytes)).unwrap();
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).unwrap();
-    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut reply).unwrap();
-    reply
+    write_framed(&mut s, bytes).unwrap();
+    read_framed(&mut s).expect("a TCP reply")
 }
 
 pub fn tcp(addr: SocketAddr, msg: &Message) -> Message {
