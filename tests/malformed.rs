@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, header, query, tcp_raw, udp, udp_raw, upstream};
+use common::{
+    Daemon, RawQuery, opt_record, query, raw_message, raw_query, tcp_raw, udp, udp_raw, upstream,
+    wire_question,
+};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use splitdns::dns::answer::Outcome;
@@ -18,7 +21,10 @@ fn good_query_still_works(d: &Daemon) {
     assert_eq!(r.answers.len(), 1, "the server still answers");
 }
 
-const DB0: &[u8] = b"\x04db-0\x02db\x07example\x03com\x00\x00\x01\x00\x01";
+/// A raw `db-0.db.example.com. A` query.
+fn db0() -> RawQuery {
+    raw_query("db-0.db.example.com", RecordType::A)
+}
 
 #[test]
 fn garbage_and_truncated_packets_are_dropped_and_do_not_stop_the_server() {
@@ -29,7 +35,7 @@ fn garbage_and_truncated_packets_are_dropped_and_do_not_stop_the_server() {
         vec![0x12],
         vec![0xff; 11],
         // A response (QR=1): never answered, or two servers could reflect forever.
-        [header(7, 0x8000, 1, 0, 0, 0), DB0.to_vec()].concat(),
+        db0().id(7).flags(0x8000).build(),
     ];
     // Deterministic pseudo-random noise.
     let mut x: u32 = 0x1234_5678;
@@ -60,8 +66,11 @@ fn garbage_and_truncated_packets_are_dropped_and_do_not_stop_the_server() {
 fn question_count_other_than_one_is_formerr() {
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
-    for (qd, body) in [(0u16, vec![]), (2, [DB0, DB0].concat())] {
-        let msg = [header(0x4242, 0x0100, qd, 0, 0, 0), body].concat();
+    let db0_question = wire_question("db-0.db.example.com", RecordType::A);
+    for (qd, msg) in [
+        (0u16, raw_message().id(0x4242).build()),
+        (2, db0().id(0x4242).question(&db0_question).build()),
+    ] {
         let r = Message::from_vec(&udp_raw(d.udp, &msg, SHORT).expect("FORMERR reply")).unwrap();
         assert_eq!(r.metadata.id, 0x4242);
         assert_eq!(
@@ -86,14 +95,15 @@ fn truncated_question_and_bad_names_are_formerr() {
         long_name.extend([b'b'; 60]);
     }
     long_name.extend([0, 0, 1, 0, 1]);
-    for body in [
-        DB0[..10].to_vec(),                   // name cut short
-        DB0[..DB0.len() - 2].to_vec(),        // class missing
-        b"\xC0\x0C\x00\x01\x00\x01".to_vec(), // pointer loop in the question
+    let db0_question = wire_question("db-0.db.example.com", RecordType::A);
+    for question in [
+        db0_question[..10].to_vec(),                     // name cut short
+        db0_question[..db0_question.len() - 2].to_vec(), // class missing
+        b"\xC0\x0C\x00\x01\x00\x01".to_vec(),            // pointer loop in the question
         long_label,
         long_name,
     ] {
-        let msg = [header(9, 0x0100, 1, 0, 0, 0), body].concat();
+        let msg = raw_message().id(9).question(&question).build();
         let r = Message::from_vec(&udp_raw(d.udp, &msg, SHORT).expect("a reply")).unwrap();
         assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
     }
@@ -110,7 +120,7 @@ fn opcodes_other_than_query_are_notimp() {
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
     for opcode in [1u16, 2, 4, 5] {
-        let msg = [header(5, opcode << 11, 1, 0, 0, 0), DB0.to_vec()].concat();
+        let msg = db0().id(5).flags(opcode << 11).build();
         let r = Message::from_vec(&udp_raw(d.udp, &msg, SHORT).expect("a reply")).unwrap();
         assert_eq!(
             r.metadata.response_code,
@@ -124,26 +134,17 @@ fn opcodes_other_than_query_are_notimp() {
 fn bad_edns_on_a_mapped_name_is_formerr() {
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
-    let opt = [0u8, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0];
+    let opt = opt_record(1232, false, &[]);
     // Two OPT records (RFC 6891 §6.1.1).
-    let two = [
-        header(1, 0x0100, 1, 0, 0, 2),
-        DB0.to_vec(),
-        opt.to_vec(),
-        opt.to_vec(),
-    ]
-    .concat();
+    let two = db0().id(1).additional(&opt).additional(&opt);
     // An option longer than its OPT record.
-    let bad_len = [
-        header(1, 0x0100, 1, 0, 0, 1),
-        DB0.to_vec(),
-        vec![0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 4, 0, 10, 0, 9],
-    ]
-    .concat();
+    let bad_len = db0()
+        .id(1)
+        .additional(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 4, 0, 10, 0, 9]);
     // OPT in the answer section.
-    let misplaced = [header(1, 0x0100, 1, 1, 0, 0), DB0.to_vec(), opt.to_vec()].concat();
+    let misplaced = db0().id(1).answer(&opt);
     for msg in [two, bad_len, misplaced] {
-        let r = udp_raw(d.udp, &msg, SHORT).expect("a reply");
+        let r = udp_raw(d.udp, &msg.build(), SHORT).expect("a reply");
         assert_eq!(r[3] & 0x0f, 1, "FORMERR");
         assert_eq!(
             u16::from_be_bytes([r[10], r[11]]),
@@ -159,12 +160,7 @@ fn tcp_survives_garbage_and_trailing_bytes() {
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
     // Trailing garbage after a complete query is ignored: the query is answered.
-    let msg = [
-        header(3, 0x0100, 1, 0, 0, 0),
-        DB0.to_vec(),
-        vec![0xde, 0xad],
-    ]
-    .concat();
+    let msg = db0().id(3).trailing(&[0xde, 0xad]).build();
     let r = Message::from_vec(&tcp_raw(d.tcp, &msg)).unwrap();
     assert_eq!(r.answers.len(), 1);
     // A length prefix with no body, then the peer goes away: nothing breaks.

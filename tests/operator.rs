@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, client_queries, eventually, header, query, tcp, udp, udp_raw, upstream};
+use common::{
+    Daemon, client_queries, eventually, query, raw_message, raw_query, tcp, udp, udp_raw, upstream,
+};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use splitdns::MappingSource;
@@ -133,12 +135,7 @@ fn the_incumbents_own_test_rules_over_the_wire() {
         ("x\\(kdb-replica-|y.another-kdb-replica-.my-domain", None),
     ];
     for (i, (name, want)) in rows.iter().enumerate() {
-        let mut q = header(0x4000 + i as u16, 0x0100, 1, 0, 0, 0);
-        for label in name.split('.') {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let q = raw_query(name, RecordType::A).id(0x4000 + i as u16).build();
         let reply = udp_raw(d.udp, &q, common::TIMEOUT).expect("a reply");
         let r = Message::from_vec(&reply).expect("parseable");
         match want {
@@ -216,16 +213,15 @@ fn a_self_pointing_name_is_harmless() {
     let (_up, d) = start(CONFIG);
     let mut loops = Vec::new();
     // The 16-octet one: header, then a QNAME pointing at itself (offset 12), a type.
-    let mut q = header(0x1234, 0x0100, 1, 0, 0, 0);
-    q.extend_from_slice(&[0xc0, 0x0c, 0x00, 0x01]);
-    assert_eq!(q.len(), 16);
-    loops.push(q.clone());
-    q.extend_from_slice(&[0x00, 0x01]);
-    loops.push(q);
+    let q = raw_message().id(0x1234).question(&[0xc0, 0x0c, 0x00, 0x01]);
+    assert_eq!(q.build().len(), 16);
+    loops.push(q.build());
+    loops.push(q.trailing(&[0x00, 0x01]).build()); // ... and its class
     // A label, then a pointer back to it.
-    let mut q = header(0x1235, 0x0100, 1, 0, 0, 0);
-    q.extend_from_slice(&[3, b'k', b'd', b'b', 0xc0, 0x0c, 0, 1, 0, 1]);
-    loops.push(q);
+    let q = raw_message()
+        .id(0x1235)
+        .question(&[3, b'k', b'd', b'b', 0xc0, 0x0c, 0, 1, 0, 1]);
+    loops.push(q.build());
     for q in &loops {
         if let Some(reply) = udp_raw(d.udp, q, Duration::from_millis(300)) {
             assert_eq!(reply[3] & 0x0f, 1, "FORMERR if anything");

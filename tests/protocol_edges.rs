@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::faulty::{self, Act};
-use common::{Daemon, header, query, tcp, tcp_raw, udp, udp_raw, upstream};
+use common::{
+    Daemon, RawQuery, query, raw_message, raw_query, tcp, tcp_raw, udp, udp_raw, upstream,
+    wire_name, wire_question,
+};
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::TSIG;
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
@@ -27,10 +30,22 @@ rules:
 "#;
 const SHORT: Duration = Duration::from_millis(300);
 
-/// `db-0.db.example.com. A IN`, mixed case.
-const DB0: &[u8] = b"\x04Db-0\x02db\x07example\x03com\x00\x00\x01\x00\x01";
-/// OPT: root, type 41, UDP size 1232, extended rcode 0, version 0, DO set, no options.
-const OPT_DO: &[u8] = &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0];
+/// `Db-0.db.example.com. A IN`, mixed case: the question of the raw queries.
+const DB0_NAME: &str = "Db-0.db.example.com";
+
+fn db0_question() -> Vec<u8> {
+    wire_question(DB0_NAME, RecordType::A)
+}
+
+/// A raw query of [`DB0_NAME`] A.
+fn db0() -> RawQuery {
+    raw_query(DB0_NAME, RecordType::A)
+}
+
+/// The OPT of these queries: UDP size 1232, extended rcode 0, version 0, DO set, no options.
+fn opt_do(q: RawQuery) -> RawQuery {
+    q.edns(1232, true, &[])
+}
 
 fn parse(bytes: &[u8]) -> Message {
     Message::from_vec(bytes).expect("a parseable reply")
@@ -75,12 +90,7 @@ fn notimp_carries_an_opt_and_the_question_when_the_query_had_them() {
     let d = Daemon::start(MAPPING, vec![up.addr]);
     for opcode in [1u16, 2, 4, 5, 15] {
         // With an OPT: NOTIMP, the opcode and the question echoed, our OPT with DO echoed.
-        let msg = [
-            header(5, (opcode << 11) | 0x0100, 1, 0, 0, 1),
-            DB0.to_vec(),
-            OPT_DO.to_vec(),
-        ]
-        .concat();
+        let msg = opt_do(db0().id(5).opcode(opcode)).build();
         let raw = udp_raw(d.udp, &msg, SHORT).expect("a reply");
         let r = parse(&raw);
         assert_eq!(
@@ -95,19 +105,20 @@ fn notimp_carries_an_opt_and_the_question_when_the_query_had_them() {
             .unwrap_or_else(|| panic!("no OPT, opcode {opcode}"));
         assert_eq!(edns.version(), 0);
         assert!(edns.flags().dnssec_ok, "DO echoed");
+        let question = db0_question();
         assert_eq!(
-            &raw[12..12 + DB0.len()],
-            DB0,
+            &raw[12..12 + question.len()],
+            question,
             "question echoed byte for byte"
         );
         // Without one: no OPT (RFC 6891 §7).
-        let msg = [header(6, opcode << 11, 1, 0, 0, 0), DB0.to_vec()].concat();
+        let msg = db0().id(6).flags(opcode << 11).build();
         let raw = udp_raw(d.udp, &msg, SHORT).expect("a reply");
         assert_eq!(parse(&raw).metadata.response_code, ResponseCode::NotImp);
         assert_eq!(arcount(&raw), 0, "no OPT to a query without one");
     }
     // NOTIFY with no question and an OPT right after the header.
-    let msg = [header(7, 4 << 11, 0, 0, 0, 1), OPT_DO.to_vec()].concat();
+    let msg = opt_do(raw_message().id(7).flags(4 << 11)).build();
     let r = parse(&udp_raw(d.udp, &msg, SHORT).expect("a reply"));
     assert_eq!(r.metadata.op_code, OpCode::Notify);
     assert_eq!(r.metadata.response_code, ResponseCode::NotImp);
@@ -120,7 +131,7 @@ fn formerr_for_the_question_count_carries_an_opt_when_the_query_had_one() {
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
     // QDCOUNT 0: the OPT is right after the header.
-    let with = [header(1, 0x0100, 0, 0, 0, 1), OPT_DO.to_vec()].concat();
+    let with = opt_do(raw_message().id(1)).build();
     let r = parse(&udp_raw(d.udp, &with, SHORT).expect("a reply"));
     assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
     assert!(r.queries.is_empty());
@@ -128,18 +139,12 @@ fn formerr_for_the_question_count_carries_an_opt_when_the_query_had_one() {
         r.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
         "OPT, DO echoed"
     );
-    let without = header(2, 0x0100, 0, 0, 0, 0);
+    let without = raw_message().id(2).build();
     let raw = udp_raw(d.udp, &without, SHORT).expect("a reply");
     assert_eq!(parse(&raw).metadata.response_code, ResponseCode::FormErr);
     assert_eq!(arcount(&raw), 0);
     // QDCOUNT 2: the OPT after both questions; neither is echoed.
-    let two = [
-        header(3, 0x0100, 2, 0, 0, 1),
-        DB0.to_vec(),
-        DB0.to_vec(),
-        OPT_DO.to_vec(),
-    ]
-    .concat();
+    let two = opt_do(db0().id(3).question(&db0_question())).build();
     let r = parse(&tcp_raw(d.tcp, &two));
     assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
     assert!(r.queries.is_empty());
@@ -201,20 +206,20 @@ fn tsig_signed_query_for_a_mapped_name_gets_notauth_badkey() {
     // The key name `key.Db-0.db.example.com.`, compressed against the question: written out in
     // full in the reply (our message has no `key` label to point at).
     let key = b"\x03key\xC0\x0C";
-    let alias_q = b"\x03www\x05alias\x04test\x00\x00\x01\x00\x01";
+    let alias_q = wire_question("www.alias.test", RecordType::A);
     for (question, with_opt, via_tcp) in [
-        (DB0, false, false),
-        (DB0, true, false),
-        (DB0, true, true),
+        (db0_question(), false, false),
+        (db0_question(), true, false),
+        (db0_question(), true, true),
         // An alias name is ours too: no lookup of the target either.
-        (&alias_q[..], true, false),
+        (alias_q, true, false),
     ] {
         let ar = 1 + u16::from(with_opt);
-        let mut msg = [header(0x7777, 0x0100, 1, 0, 0, ar), question.to_vec()].concat();
+        let mut msg = raw_message().id(0x7777).question(&question);
         if with_opt {
-            msg.extend_from_slice(OPT_DO);
+            msg = opt_do(msg);
         }
-        msg.extend_from_slice(&tsig_record(key, 0x7777));
+        let msg = msg.additional(&tsig_record(key, 0x7777)).build();
         let raw = if via_tcp {
             tcp_raw(d.tcp, &msg)
         } else {
@@ -262,22 +267,11 @@ fn notauth_that_does_not_fit_512_octets_is_truncated() {
     ];
     let long = labels.join(".");
     let d = Daemon::start(&format!("hosts:\n  {long}: 10.0.0.1\n"), vec![up.addr]);
-    let mut question = Vec::new();
-    let mut key = Vec::new();
-    for l in &labels {
-        question.push(l.len() as u8);
-        question.extend_from_slice(l.as_bytes());
-        key.push(61);
-        key.extend_from_slice(&[b'k'; 61]);
-    }
-    question.extend_from_slice(&[0, 0, 1, 0, 1]);
-    key.push(0);
-    let msg = [
-        header(9, 0x0100, 1, 0, 0, 1),
-        question,
-        tsig_record(&key, 9),
-    ]
-    .concat();
+    let key = wire_name(&vec!["k".repeat(61); labels.len()].join("."));
+    let msg = raw_query(&long, RecordType::A)
+        .id(9)
+        .additional(&tsig_record(&key, 9))
+        .build();
     let r = parse(&udp_raw(d.udp, &msg, SHORT).expect("a reply"));
     assert_eq!(r.metadata.response_code, ResponseCode::NotAuth);
     assert!(r.metadata.truncation, "TC: retry over TCP");
@@ -294,55 +288,28 @@ fn notauth_that_does_not_fit_512_octets_is_truncated() {
 fn misplaced_or_unreadable_tsig_is_formerr_with_the_opt_kept() {
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
-    let tsig = tsig_record(b"\x03key\x00", 1);
+    let tsig = tsig_record(&wire_name("key"), 1);
     let mut bad_len = tsig.clone();
     let n = bad_len.len();
     bad_len[n - 1] = 1; // Other Len 1, but no Other Data: overruns the RDATA
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "TSIG before the OPT",
-            [
-                header(1, 0x0100, 1, 0, 0, 2),
-                DB0.to_vec(),
-                tsig.clone(),
-                OPT_DO.to_vec(),
-            ]
-            .concat(),
-        ),
+    let q = db0().id(1);
+    let cases = [
+        ("TSIG before the OPT", opt_do(q.clone().additional(&tsig))),
         (
             "two TSIG records",
-            [
-                header(1, 0x0100, 1, 0, 0, 3),
-                DB0.to_vec(),
-                OPT_DO.to_vec(),
-                tsig.clone(),
-                tsig.clone(),
-            ]
-            .concat(),
+            opt_do(q.clone()).additional(&tsig).additional(&tsig),
         ),
         (
             "TSIG in the authority section",
-            [
-                header(1, 0x0100, 1, 0, 1, 1),
-                DB0.to_vec(),
-                tsig.clone(),
-                OPT_DO.to_vec(),
-            ]
-            .concat(),
+            opt_do(q.clone().authority(&tsig)),
         ),
         (
             "TSIG fields overrun the RDATA",
-            [
-                header(1, 0x0100, 1, 0, 0, 2),
-                DB0.to_vec(),
-                OPT_DO.to_vec(),
-                bad_len,
-            ]
-            .concat(),
+            opt_do(q).additional(&bad_len),
         ),
     ];
     for (what, msg) in cases {
-        let r = parse(&udp_raw(d.udp, &msg, SHORT).expect("a reply"));
+        let r = parse(&udp_raw(d.udp, &msg.build(), SHORT).expect("a reply"));
         assert_eq!(r.metadata.response_code, ResponseCode::FormErr, "{what}");
         assert!(r.edns.is_some(), "{what}: the OPT itself is fine");
         assert!(tsig_of(&r).is_none(), "{what}");
@@ -355,14 +322,9 @@ fn misplaced_or_unreadable_tsig_is_formerr_with_the_opt_kept() {
 fn tsig_signed_query_for_a_forwarded_name_goes_upstream_unchanged() {
     let up = faulty::start(|_| Act::Answer(9));
     let d = Daemon::start(MAPPING, vec![up.addr]);
-    let question = b"\x03www\x07example\x03org\x00\x00\x01\x00\x01";
-    let msg = [
-        header(0x4321, 0x0100, 1, 0, 0, 2),
-        question.to_vec(),
-        OPT_DO.to_vec(),
-        tsig_record(b"\x03key\x00", 0x4321),
-    ]
-    .concat();
+    let msg = opt_do(raw_query("www.example.org", RecordType::A).id(0x4321))
+        .additional(&tsig_record(&wire_name("key"), 0x4321))
+        .build();
     let r = parse(&udp_raw(d.udp, &msg, Duration::from_secs(3)).expect("the upstream's reply"));
     assert_eq!(r.metadata.id, 0x4321);
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use common::faulty::{self, Act};
-use common::{Daemon, header, udp, udp_raw};
+use common::{Daemon, udp, udp_raw};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
@@ -17,13 +17,7 @@ const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
 
 /// A raw `name A` query with the given ID (the name as spelled: 0x20 case kept).
 fn raw_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = header(id, 0x0100, 1, 0, 0, 0);
-    for label in name.trim_end_matches('.').split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
+    common::raw_query(name, RecordType::A).id(id).build()
 }
 
 #[test]
@@ -130,13 +124,10 @@ fn an_oversized_udp_query_is_formerr_and_holds_nothing() {
     let f = faulty::start(|_| Act::Answer(1));
     let d = Daemon::start(MAPPING, vec![f.addr]);
     // www.example.org A with an OPT carrying an 8,000-octet option.
-    let mut q = raw_query(7, "www.example.org");
-    q[11] = 1;
-    q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0]);
-    q.extend_from_slice(&(8004u16).to_be_bytes());
-    q.extend_from_slice(&[0xfd, 0xe9]);
-    q.extend_from_slice(&(8000u16).to_be_bytes());
-    q.extend(std::iter::repeat_n(0u8, 8000));
+    let q = common::raw_query("www.example.org", RecordType::A)
+        .id(7)
+        .edns(4096, false, &[(65001, &[0u8; 8000])])
+        .build();
     let r = udp_raw(d.udp, &q, common::TIMEOUT).expect("an answer");
     assert!(
         r.len() < 512,

@@ -160,7 +160,7 @@ fn udp_and_tcp_count_the_same_outcomes_for_the_same_queries() {
             .unwrap(),
         notimp.to_vec().unwrap(),
         // QDCOUNT 0: FORMERR.
-        vec![0x12, 0x34, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        common::raw_message().id(0x1234).build(),
         query("db-0.db.example.com.", RecordType::AXFR)
             .to_vec()
             .unwrap(),

@@ -189,6 +189,172 @@ pub fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8
         .collect()
 }
 
+/// The wire form of `name` as spelled (case kept, no check of label lengths or characters,
+/// which is what malformed-input tests need); "" or "." is the root.
+pub fn wire_name(name: &str) -> Vec<u8> {
+    let mut w = Vec::new();
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        w.push(label.len() as u8);
+        w.extend_from_slice(label.as_bytes());
+    }
+    w.push(0);
+    w
+}
+
+/// A question entry: `name` as spelled, `qtype`, class IN.
+pub fn wire_question(name: &str, qtype: impl Into<u16>) -> Vec<u8> {
+    let mut q = wire_name(name);
+    q.extend_from_slice(&qtype.into().to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    q
+}
+
+/// An OPT pseudo-record (RFC 6891 §6.1.2): root owner, UDP payload size in the class, extended
+/// RCODE and version 0, the DO bit, then each option as code, length, data.
+pub fn opt_record(payload: u16, dnssec_ok: bool, options: &[(u16, &[u8])]) -> Vec<u8> {
+    let rdata: Vec<u8> = options
+        .iter()
+        .flat_map(|(code, data)| {
+            let len = u16::try_from(data.len()).expect("an EDNS option fits 65,535 octets");
+            [code.to_be_bytes(), len.to_be_bytes()]
+                .concat()
+                .into_iter()
+                .chain(data.iter().copied())
+        })
+        .collect();
+    let mut r = vec![0, 0, 41];
+    r.extend_from_slice(&payload.to_be_bytes());
+    r.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+    r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    r.extend_from_slice(&rdata);
+    r
+}
+
+/// The one query builder for raw queries: the octets a DNS library would not write (counts
+/// that lie, names it rejects, records in odd sections, exact case) and exact expectations on
+/// the bytes. Starts from ID 0 and flags 0x0100 (a standard query, RD set); sections hold what
+/// was added, in order; the header counts follow them unless [`RawQuery::counts`] overrides.
+#[derive(Clone, Debug)]
+pub struct RawQuery {
+    id: u16,
+    flags: u16,
+    questions: Vec<Vec<u8>>,
+    answers: Vec<Vec<u8>>,
+    authorities: Vec<Vec<u8>>,
+    additionals: Vec<Vec<u8>>,
+    counts: Option<[u16; 4]>,
+    trailing: Vec<u8>,
+}
+
+/// A raw query for `name` (as spelled) of type `qtype`, class IN.
+pub fn raw_query(name: &str, qtype: impl Into<u16>) -> RawQuery {
+    raw_message().question_for(name, qtype)
+}
+
+/// A raw message with no question yet (add sections, or keep it a bare header).
+pub fn raw_message() -> RawQuery {
+    RawQuery {
+        id: 0,
+        flags: 0x0100,
+        questions: Vec::new(),
+        answers: Vec::new(),
+        authorities: Vec::new(),
+        additionals: Vec::new(),
+        counts: None,
+        trailing: Vec::new(),
+    }
+}
+
+impl RawQuery {
+    pub fn id(mut self, id: u16) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The whole flags word (QR, opcode, AA, TC, RD, RA, Z, AD, CD, RCODE).
+    pub fn flags(mut self, flags: u16) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// The opcode (RFC 1035 §4.1.1: four bits at 11..15), the other flags kept.
+    pub fn opcode(mut self, opcode: u16) -> Self {
+        self.flags = (self.flags & !0x7800) | ((opcode & 0xF) << 11);
+        self
+    }
+
+    /// One more question for `name` (as spelled), type `qtype`, class IN.
+    pub fn question_for(self, name: &str, qtype: impl Into<u16>) -> Self {
+        self.question(&wire_question(name, qtype))
+    }
+
+    /// One more question, its octets as given (cut short, looping pointers, ...).
+    pub fn question(mut self, wire: &[u8]) -> Self {
+        self.questions.push(wire.to_vec());
+        self
+    }
+
+    /// One more record in the answer section, its octets as given.
+    pub fn answer(mut self, record: &[u8]) -> Self {
+        self.answers.push(record.to_vec());
+        self
+    }
+
+    /// One more record in the authority section, its octets as given.
+    pub fn authority(mut self, record: &[u8]) -> Self {
+        self.authorities.push(record.to_vec());
+        self
+    }
+
+    /// One more record in the additional section, its octets as given.
+    pub fn additional(mut self, record: &[u8]) -> Self {
+        self.additionals.push(record.to_vec());
+        self
+    }
+
+    /// An OPT record (see [`opt_record`]) appended to the additional section.
+    pub fn edns(self, payload: u16, dnssec_ok: bool, options: &[(u16, &[u8])]) -> Self {
+        self.additional(&opt_record(payload, dnssec_ok, options))
+    }
+
+    /// Header counts (QD, AN, NS, AR) that need not match the sections.
+    pub fn counts(mut self, qd: u16, an: u16, ns: u16, ar: u16) -> Self {
+        self.counts = Some([qd, an, ns, ar]);
+        self
+    }
+
+    /// Octets after the last section.
+    pub fn trailing(mut self, bytes: &[u8]) -> Self {
+        self.trailing.extend_from_slice(bytes);
+        self
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let n = |v: &Vec<Vec<u8>>| v.len() as u16;
+        let [qd, an, ns, ar] = self.counts.unwrap_or([
+            n(&self.questions),
+            n(&self.answers),
+            n(&self.authorities),
+            n(&self.additionals),
+        ]);
+        let mut m = header(self.id, self.flags, qd, an, ns, ar);
+        for part in [
+            &self.questions,
+            &self.answers,
+            &self.authorities,
+            &self.additionals,
+        ] {
+            part.iter().for_each(|p| m.extend_from_slice(p));
+        }
+        m.extend_from_slice(&self.trailing);
+        m
+    }
+}
+
 // DNS over TCP, the one framing helper: every message is preceded by its length in two
 // octets (RFC 1035 §4.2.2, RFC 7766 §8). `framed` for raw bytes (pipelines, partial writes),
 // `write_framed` / `read_framed` on a stream.
