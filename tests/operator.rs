@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
 
 use common::{
@@ -170,7 +169,7 @@ fn the_config_is_reloaded_and_a_bad_one_keeps_the_last_good() {
         r#"{"host": "far-pod0.my-domain.com", "result": "10.1.2.4"},
     {"host": "far-pod1.my-domain.com", "result": "10.1.2.5"}"#,
     );
-    replace(&path, &changed);
+    common::write_atomic(&path, &changed);
     eventually(Duration::from_secs(5), "the new rules served", || {
         a("far-pod1.my-domain.com.") == Some(Ipv4Addr::new(10, 1, 2, 5))
     });
@@ -185,7 +184,7 @@ fn the_config_is_reloaded_and_a_bad_one_keeps_the_last_good() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     let before = failures();
-    replace(
+    common::write_atomic(
         &path,
         &changed.replace("\"regex\": true}", "\"regex\": \"yes\"}"),
     );
@@ -200,7 +199,7 @@ fn the_config_is_reloaded_and_a_bad_one_keeps_the_last_good() {
         common::first_a(&udp(d.udp, &query("kdb-0.my-domain.com.", RecordType::A))),
         Some(pod(10))
     );
-    replace(&path, CONFIG);
+    common::write_atomic(&path, CONFIG);
     eventually(Duration::from_secs(5), "the fixed file served", || {
         a("far-pod0.my-domain.com.") == Some(Ipv4Addr::new(10, 1, 2, 3))
     });
@@ -229,11 +228,4 @@ fn a_self_pointing_name_is_harmless() {
     }
     let r = udp(d.udp, &query("kdb-0.my-domain.com.", RecordType::A));
     assert_eq!(common::ipv4s(&r), [pod(10)]);
-}
-
-/// Writes `contents` to a temp file and renames it over `path` (how kubelet and editors write).
-fn replace(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,13 +35,6 @@ fn wait_for(addr: SocketAddr, ip: &str, limit: Duration) -> Duration {
         answer(addr) == Some(want)
     });
     t0.elapsed()
-}
-
-/// Writes `contents` to `path` via a temp file and rename (atomic replace).
-fn replace_atomically(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// kubelet's AtomicWriter, step for step: a new hidden timestamped directory with the payload,
@@ -126,7 +119,7 @@ fn in_place_rewrite_rename_over_and_recreate_are_all_picked_up() {
     std::fs::write(&path, mapping("10.0.2.2")).unwrap(); // truncate + write in place
     wait_for(d.udp, "10.0.2.2", WATCH_BOUND);
 
-    replace_atomically(&path, &mapping("10.0.2.3")); // temp file + rename over
+    common::write_atomic(&path, &mapping("10.0.2.3")); // temp file + rename over
     wait_for(d.udp, "10.0.2.3", WATCH_BOUND);
 
     std::fs::remove_file(&path).unwrap(); // delete ...
@@ -186,7 +179,7 @@ fn bad_file_keeps_the_last_good_mapping_then_a_fixed_file_is_served() {
         "hostz:\n  db-0.db.example.com: 10.0.4.2\n",   // unknown key
     ];
     for (i, bad) in bad_files.iter().enumerate() {
-        replace_atomically(&path, bad);
+        common::write_atomic(&path, bad);
         common::eventually(
             Duration::from_secs(2),
             &format!("failure {i} counted"),
@@ -206,7 +199,7 @@ fn bad_file_keeps_the_last_good_mapping_then_a_fixed_file_is_served() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(stats().1, 6);
 
-    replace_atomically(&path, &mapping("10.0.4.9"));
+    common::write_atomic(&path, &mapping("10.0.4.9"));
     wait_for(d.udp, "10.0.4.9", Duration::from_secs(2));
     assert_eq!(stats(), (1, 6));
 }
@@ -310,7 +303,7 @@ fn two_hundred_reloads_under_continuous_queries() {
         } else {
             (a, "10.0.6.1")
         };
-        replace_atomically(&path, text);
+        common::write_atomic(&path, text);
         d.running().reload_now();
         wait_for(d.udp, ip, Duration::from_secs(2));
     }
