@@ -18,6 +18,8 @@ const MAPPING: &str = "hosts:\n  db-0.db.example.com: 10.42.0.12\n";
 
 use common::first_a as a;
 
+/// A hostile upstream: for each query it first sends a reply that must be ignored (wrong ID,
+/// wrong question, from another port, not DNS, cut short, not a response), then the genuine one.
 #[test]
 fn bad_replies_never_reach_the_client() {
     for bad in [
@@ -26,6 +28,7 @@ fn bad_replies_never_reach_the_client() {
         Act::WrongPort,
         Act::Garbage,
         Act::Truncated,
+        Act::NotResponse,
     ] {
         let act = bad.clone();
         let up = faulty::start(move |q| {
@@ -42,16 +45,9 @@ fn bad_replies_never_reach_the_client() {
             Some(Ipv4Addr::new(192, 0, 2, 7)),
             "{bad:?}: only the genuine reply"
         );
+        assert_eq!(r.answers.len(), 1, "{bad:?}");
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     }
-}
-
-#[test]
-fn truncated_reply_is_passed_on_with_tc() {
-    let up = faulty::start(|q| if is_probe(q) { Act::Answer(1) } else { Act::Tc });
-    let d = Daemon::start(MAPPING, vec![up.addr]);
-    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
-    assert!(r.metadata.truncation);
 }
 
 #[test]
@@ -67,14 +63,15 @@ fn dead_upstream_fails_over_at_once() {
 }
 
 /// A silent first upstream costs a query one retransmission timeout (the initial RTO, 200 ms,
-/// before any RTT sample), not a share of the whole budget.
+/// before any RTT sample), not a share of the whole budget; over TCP too (the first upstream
+/// holds the connection open unanswered).
 #[test]
 fn black_holed_upstream_fails_over_after_one_rto() {
     let hole = faulty::start(|q| {
         if is_probe(q) {
             Act::Answer(1)
         } else {
-            Act::Drop
+            Act::Hold
         }
     });
     let good = faulty::start(|_| Act::Answer(2));
@@ -83,12 +80,16 @@ fn black_holed_upstream_fails_over_after_one_rto() {
     });
     let (r, took) = common::timed(|| udp(d.udp, &query("www.example.org.", RecordType::A)));
     assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 1);
     common::assert_between(
         took,
         Duration::from_millis(150),
         Duration::from_millis(600),
         "failed over after one RTO",
     );
+    let r = tcp(d.tcp, &query("www.example.org.", RecordType::A));
+    assert_eq!(r.answers.len(), 1, "TCP fails over too");
 }
 
 #[test]
@@ -119,21 +120,25 @@ fn failing_upstream_is_skipped_then_used_again_when_it_recovers() {
         assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
         took < common::bound(Duration::from_millis(100))
     });
-    // Once down, no query waits on it; it only gets a copy of a real query now and then (at
-    // most one per 100 ms, issue 10), alongside the one that goes to the second upstream.
+    common::eventually(Duration::from_secs(3), "first marked down", || {
+        d.running().upstreams_up() == vec![false, true]
+    });
+    // Once down, no query waits on it; yet it still gets a copy of a real query now and then
+    // (at most one per 100 ms, issue 10), alongside the one that goes to the second upstream.
     let seen = first.count("www.example.org");
     let t0 = Instant::now();
-    for _ in 0..5 {
-        let r = common::under(Duration::from_millis(100), "not waited on", || {
+    for _ in 0..20 {
+        let r = common::under(Duration::from_millis(50), "not waited on", || {
             udp(d.udp, &query("www.example.org.", RecordType::A))
         });
         assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let admitted = first.count("www.example.org") - seen;
     let allowed = 1 + t0.elapsed().as_millis() as usize / 100;
     assert!(
-        admitted <= allowed,
-        "a down upstream gets a copy at most every 100 ms: {admitted} in {:?}",
+        (1..=allowed.min(10)).contains(&admitted),
+        "a down upstream gets a copy now and then, at most every 100 ms: {admitted} in {:?}",
         t0.elapsed()
     );
     // It recovers; the background probe notices and it is used again (first in order).
@@ -148,34 +153,48 @@ fn failing_upstream_is_skipped_then_used_again_when_it_recovers() {
     );
 }
 
-/// A black hole: every query still gets an answer, SERVFAIL, just before the budget ends (so a
-/// client whose own timeout equals the budget hears it), over UDP and TCP, also once the
-/// upstream is marked down (queries are still forwarded then: see upstream/health.rs).
+/// A black hole (silent over UDP and TCP): every query still gets an answer, SERVFAIL echoing
+/// the question, just before the budget ends (so a client whose own timeout equals the budget
+/// hears it) and not before, over UDP and TCP, also once the upstream is marked down (queries
+/// are still forwarded then: see upstream/health.rs). Mapped names do not depend on it at all.
 #[test]
 fn black_hole_gets_servfail_within_the_budget_never_silence() {
-    let hole = faulty::start(|_| Act::Drop);
+    // Silent on both transports, but TCP connections for `closing.example.org` are closed
+    // unanswered (an error, not silence: see the EDE below).
+    let hole = faulty::start(|q| {
+        if q.tcp && q.name == "closing.example.org" {
+            Act::Drop
+        } else {
+            Act::Hold
+        }
+    });
     let d = Daemon::start_with(MAPPING, vec![hole.addr], |c| {
         c.upstream_timeout = Duration::from_millis(300);
         c.unhealthy_after = Duration::from_millis(300);
     });
-    for _ in 0..4 {
-        let (r, took) = common::timed(|| udp(d.udp, &query("www.example.org.", RecordType::A)));
+    let q = query("www.example.org.", RecordType::A);
+    for via_tcp in [false, false, false, false, true] {
+        let (r, took) = common::timed(|| {
+            if via_tcp {
+                tcp(d.tcp, &q)
+            } else {
+                udp(d.udp, &q)
+            }
+        });
         assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(r.queries, q.queries, "SERVFAIL echoes the question");
         common::assert_between(
             took,
             Duration::from_millis(200),
             Duration::from_millis(300),
-            "SERVFAIL by the budget",
+            &format!("SERVFAIL by the budget (TCP: {via_tcp})"),
         );
     }
-    let r = common::under(Duration::from_millis(300), "TCP SERVFAIL", || {
-        tcp(d.tcp, &query("www.example.org.", RecordType::A))
-    });
-    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     // Local names are unaffected.
     let r = common::under(Duration::from_millis(10), "a local answer", || {
         udp(d.udp, &query("db-0.db.example.com.", RecordType::A))
     });
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(r.answers.len(), 1);
     let m = d.stats();
     assert!(m.upstream_timeouts() >= 1, "timeouts are counted");
@@ -187,9 +206,10 @@ fn black_hole_gets_servfail_within_the_budget_never_silence() {
         .unwrap();
     let r = common::udp_raw(d.udp, &with_opt, Duration::from_secs(2)).expect("a SERVFAIL");
     assert_eq!(common::ede(&r), Some(22), "{r:02x?}");
-    // Over TCP this upstream closes the connections it does not answer: an error on every
+    // An upstream that closes the TCP connections it does not answer: an error on every
     // attempt, not silence, so "Network Error" (§4.24).
-    let r = common::tcp_raw(d.tcp, &with_opt);
+    let closing = common::with_edns(query("closing.example.org.", RecordType::A), 1232, &[]);
+    let r = common::tcp_raw(d.tcp, &closing.to_vec().unwrap());
     assert_eq!(common::ede(&r), Some(23), "{r:02x?}");
     let r = common::udp_raw(d.udp, &plain, Duration::from_secs(2)).expect("a SERVFAIL");
     assert_eq!((r[3] & 0x0f, r[11], common::ede(&r)), (2, 0, None));

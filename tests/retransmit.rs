@@ -276,34 +276,6 @@ fn query_survives_an_upstream_restart() {
     assert!(m.upstreams[0].errors >= 1, "ICMP unreachable seen: {m:?}");
 }
 
-/// Two upstreams, the first black-holed: every query is answered; once it is marked down no
-/// query waits on it, yet it still gets a copy of a real query now and then.
-#[test]
-fn down_upstream_is_not_waited_on_but_still_asked() {
-    let hole = faulty::start(|_| Act::Drop);
-    let good = faulty::start(|_| Act::Answer(2));
-    let d = Daemon::start_with(MAPPING, vec![hole.addr, good.addr], |c| {
-        c.upstream_timeout = Duration::from_secs(2);
-        c.unhealthy_after = Duration::from_millis(400);
-    });
-    common::eventually(Duration::from_secs(3), "first marked down", || {
-        d.running().upstreams_up() == vec![false, true]
-    });
-    let before = hole.count("www.example.org");
-    for _ in 0..20 {
-        let r = common::under(Duration::from_millis(50), "not waited on", || {
-            udp(d.udp, &query("www.example.org.", RecordType::A))
-        });
-        assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 2)));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let asked = hole.count("www.example.org") - before;
-    assert!(
-        (1..=10).contains(&asked),
-        "a down upstream is asked now and then: {asked}"
-    );
-}
-
 /// Serve-stale: the last good reply is used only when the upstream fails, with TTL 30, and
 /// counted; a name never answered still gets SERVFAIL.
 #[test]

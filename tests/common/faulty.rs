@@ -15,8 +15,11 @@ pub enum Act {
     Answer(u8),
     /// The same after a delay.
     AnswerAfter(u8, Duration),
-    /// Say nothing.
+    /// Say nothing (over TCP: close the connection unanswered).
     Drop,
+    /// Say nothing, and over TCP keep the connection open unanswered: a black hole on both
+    /// transports.
+    Hold,
     /// (UDP) A reply with another ID, then 50 ms later the genuine answer 192.0.2.7.
     WrongId,
     /// (UDP) A reply with another question, then the genuine answer.
@@ -25,6 +28,8 @@ pub enum Act {
     WrongPort,
     /// (UDP) Bytes that are not DNS, then the genuine answer.
     Garbage,
+    /// (UDP) The query itself sent back (QR clear: not a response), then the genuine answer.
+    NotResponse,
     /// (UDP) The reply cut short (half of it), then the genuine answer.
     Truncated,
     /// A reply with TC set and no answer.
@@ -215,7 +220,12 @@ fn respond_udp(udp: &UdpSocket, other: &UdpSocket, to: SocketAddr, q: &[u8], act
     };
     let bad_first = matches!(
         act,
-        Act::WrongId | Act::WrongQuestion | Act::WrongPort | Act::Garbage | Act::Truncated
+        Act::WrongId
+            | Act::WrongQuestion
+            | Act::WrongPort
+            | Act::Garbage
+            | Act::Truncated
+            | Act::NotResponse
     );
     match act {
         Act::Answer(n) => send(&reply(q, Some(n))),
@@ -229,7 +239,7 @@ fn respond_udp(udp: &UdpSocket, other: &UdpSocket, to: SocketAddr, q: &[u8], act
             std::thread::sleep(d);
             send(&reply(q, Some(n)))
         }
-        Act::Drop | Act::Close => {}
+        Act::Drop | Act::Hold | Act::Close => {}
         Act::WrongId => {
             let mut r = reply(q, Some(66));
             r[0] ^= 0xff;
@@ -244,6 +254,7 @@ fn respond_udp(udp: &UdpSocket, other: &UdpSocket, to: SocketAddr, q: &[u8], act
             let _ = other.send_to(&reply(q, Some(66)), to);
         }
         Act::Garbage => send(&[0xde, 0xad, 0xbe, 0xef, 0x00, 0x01]),
+        Act::NotResponse => send(q),
         Act::Truncated => {
             let r = reply(q, Some(66));
             send(&r[..r.len() / 2])
@@ -276,6 +287,8 @@ fn serve_tcp(mut conn: TcpStream, script: &Script, seen: &Mutex<Vec<Query>>) {
                 reply(&q.bytes, Some(n))
             }
             Act::Close | Act::Drop => return,
+            // Read on (the next query, or the end of the connection): this one is never answered.
+            Act::Hold => continue,
             Act::WrongId => {
                 let mut r = reply(&q.bytes, Some(66));
                 r[0] ^= 0xff;
@@ -286,7 +299,9 @@ fn serve_tcp(mut conn: TcpStream, script: &Script, seen: &Mutex<Vec<Query>>) {
                 r[13] ^= 0x01;
                 r
             }
-            Act::Garbage | Act::WrongPort | Act::Truncated | Act::Tc => vec![0xde, 0xad, 0xbe],
+            Act::Garbage | Act::WrongPort | Act::Truncated | Act::Tc | Act::NotResponse => {
+                vec![0xde, 0xad, 0xbe]
+            }
         };
         if super::write_framed(&mut conn, &r).is_err() {
             return;
