@@ -81,16 +81,17 @@ fn per_name_ttl_and_rule_with_an_address() {
 fn first_matching_rule_in_file_order_wins() {
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
-    let r = udp(d.udp, &query("first.overlap.test.", RecordType::A));
-    assert_eq!(a(&r), vec![Ipv4Addr::new(10, 9, 9, 1)]);
-    let r = udp(d.udp, &query("second.overlap.test.", RecordType::A));
-    assert_eq!(a(&r), vec![Ipv4Addr::new(10, 9, 9, 2)]);
-    // Anchored: a longer name does not match `first\.overlap\.test`... but the catch-all does.
-    let r = udp(d.udp, &query("x.first.overlap.test.", RecordType::A));
-    assert_eq!(a(&r), vec![Ipv4Addr::new(10, 9, 9, 2)]);
-    // Not matching any rule: forwarded.
-    let r = udp(d.udp, &query("www.example.org.", RecordType::A));
-    assert_eq!(a(&r), vec![Ipv4Addr::new(192, 0, 2, 1)]);
+    for (name, want) in [
+        ("first.overlap.test.", [10, 9, 9, 1]),
+        ("second.overlap.test.", [10, 9, 9, 2]),
+        // Anchored: a longer name does not match `first\.overlap\.test`... but the catch-all does.
+        ("x.first.overlap.test.", [10, 9, 9, 2]),
+        // Not matching any rule: forwarded.
+        ("www.example.org.", [192, 0, 2, 1]),
+    ] {
+        let r = udp(d.udp, &query(name, RecordType::A));
+        assert_eq!(a(&r), vec![Ipv4Addr::from(want)], "{name}");
+    }
 }
 
 #[test]
@@ -285,31 +286,48 @@ fn load_err(yaml: &str) -> String {
         .to_string()
 }
 
+/// One row per mistake: the file, the prefix the error starts with, and what it must say.
 #[test]
 fn invalid_rules_are_rejected_with_clear_messages() {
-    let e =
-        load_err("hosts:\nrules:\n  - host: 'db-(\\d+'\n    regex: true\n    result: 10.0.0.1\n");
-    assert!(
-        e.starts_with("m.yaml:3:")
-            && e.contains("rule 1")
-            && e.contains("invalid regular expression"),
-        "{e}"
-    );
-    let e = load_err(
-        "hosts:\nrules:\n  - host: a.test\n    result: 10.0.0.1\n  - host: 'db-(\\d+)\\.x'\n    regex: true\n    result: 'db-${2}.y'\n",
-    );
-    assert!(
-        e.contains("rule 2") && e.contains("${2}") && e.contains("1 group"),
-        "{e}"
-    );
-    let e = load_err("hosts:\nrules:\n  - host: a.test\n    result: 'not a name!'\n");
-    assert!(e.contains("neither an IP address nor a host name"), "{e}");
-    let e = load_err("hosts:\nrules:\n  - host: a.test\n    result: b.test\n    regexp: true\n");
-    assert!(e.starts_with("m.yaml:") && e.contains("regexp"), "{e}");
-    let e = load_err("hosts:\nrules:\n  - host: 'a..test'\n    result: b.test\n");
-    assert!(e.contains("rule 1") && e.contains("invalid name"), "{e}");
-    let e = load_err("hosts:\n  a.test: { addresses: [10.0.0.1], ttl: 30, extra: 1 }\n");
-    assert!(e.contains("extra"), "{e}");
+    let rows: [(&str, &str, &[&str]); 6] = [
+        (
+            "hosts:\nrules:\n  - host: 'db-(\\d+'\n    regex: true\n    result: 10.0.0.1\n",
+            "m.yaml:3:",
+            &["rule 1", "invalid regular expression"],
+        ),
+        (
+            "hosts:\nrules:\n  - host: a.test\n    result: 10.0.0.1\n  - host: 'db-(\\d+)\\.x'\n    regex: true\n    result: 'db-${2}.y'\n",
+            "",
+            &["rule 2", "${2}", "1 group"],
+        ),
+        (
+            "hosts:\nrules:\n  - host: a.test\n    result: 'not a name!'\n",
+            "",
+            &["neither an IP address nor a host name"],
+        ),
+        (
+            "hosts:\nrules:\n  - host: a.test\n    result: b.test\n    regexp: true\n",
+            "m.yaml:",
+            &["regexp"],
+        ),
+        (
+            "hosts:\nrules:\n  - host: 'a..test'\n    result: b.test\n",
+            "",
+            &["rule 1", "invalid name"],
+        ),
+        (
+            "hosts:\n  a.test: { addresses: [10.0.0.1], ttl: 30, extra: 1 }\n",
+            "",
+            &["extra"],
+        ),
+    ];
+    for (yaml, prefix, says) in rows {
+        let e = load_err(yaml);
+        assert!(e.starts_with(prefix), "{yaml:?}: {e}");
+        for part in says {
+            assert!(e.contains(part), "{yaml:?}: {part:?} in {e}");
+        }
+    }
 }
 
 #[test]
