@@ -24,7 +24,7 @@ fn admin(d: &Daemon) -> SocketAddr {
 fn wait_status(addr: SocketAddr, path: &str, want: u16, limit: Duration) -> String {
     common::eventually_ok(limit, &format!("{path} {want}"), || match get(addr, path) {
         (status, body) if status == want => Ok(body),
-        (status, body) => Err(format!("(still {status}: {body})")),
+        (status, body) => Err(format!("still {status}: {body}")),
     })
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::{read_framed, upstream, write_framed};
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
@@ -35,14 +35,7 @@ fn edns_with(payload: u16, options: &[(u16, &[u8])]) -> Edns {
 }
 
 fn udp_exchange_raw(addr: SocketAddr, msg: &Message) -> Vec<u8> {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
-    sock.send_to(&msg.to_vec().unwrap(), addr).unwrap();
-    let mut buf = vec![0u8; 65535];
-    let (n, from) = sock.recv_from(&mut buf).unwrap();
-    assert_eq!(from, addr);
-    buf.truncate(n);
-    buf
+    common::udp_raw(addr, &msg.to_vec().unwrap(), TIMEOUT).expect("a UDP reply")
 }
 
 fn udp(addr: SocketAddr, msg: &Message) -> Message {

@@ -525,7 +525,14 @@ pub fn eventually_ok<T, E: std::fmt::Display>(
     loop {
         match f() {
             Ok(v) => return v,
-            Err(last) => assert!(t0.elapsed() < within, "not {what} within {within:?} {last}"),
+            Err(last) => {
+                let last = last.to_string();
+                let sep = if last.is_empty() { "" } else { ": " };
+                assert!(
+                    t0.elapsed() < within,
+                    "not {what} within {within:?}{sep}{last}"
+                );
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
