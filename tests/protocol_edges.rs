@@ -11,7 +11,7 @@ use common::{
     Daemon, RawQuery, query, raw_message, raw_query, tcp, tcp_raw, udp, udp_raw, upstream,
     wire_name, wire_question,
 };
-use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::TSIG;
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -84,75 +84,113 @@ fn tsig_of(msg: &Message) -> Option<(Name, TSIG)> {
     })
 }
 
-#[test]
-fn notimp_carries_an_opt_and_the_question_when_the_query_had_them() {
-    let up = upstream::start();
-    let d = Daemon::start(MAPPING, vec![up.addr]);
-    for opcode in [1u16, 2, 4, 5, 15] {
-        // With an OPT: NOTIMP, the opcode and the question echoed, our OPT with DO echoed.
-        let msg = opt_do(db0().id(5).opcode(opcode)).build();
-        let raw = udp_raw(d.udp, &msg, SHORT).expect("a reply");
-        let r = parse(&raw);
-        assert_eq!(
-            r.metadata.response_code,
-            ResponseCode::NotImp,
-            "opcode {opcode}"
-        );
-        assert_eq!(u8::from(r.metadata.op_code), opcode as u8, "opcode echoed");
-        let edns = r
-            .edns
-            .as_ref()
-            .unwrap_or_else(|| panic!("no OPT, opcode {opcode}"));
-        assert_eq!(edns.version(), 0);
-        assert!(edns.flags().dnssec_ok, "DO echoed");
-        let question = db0_question();
-        assert_eq!(
-            &raw[12..12 + question.len()],
-            question,
-            "question echoed byte for byte"
-        );
-        // Without one: no OPT (RFC 6891 §7).
-        let msg = db0().id(6).flags(opcode << 11).build();
-        let raw = udp_raw(d.udp, &msg, SHORT).expect("a reply");
-        assert_eq!(parse(&raw).metadata.response_code, ResponseCode::NotImp);
-        assert_eq!(arcount(&raw), 0, "no OPT to a query without one");
-    }
-    // NOTIFY with no question and an OPT right after the header.
-    let msg = opt_do(raw_message().id(7).flags(4 << 11)).build();
-    let r = parse(&udp_raw(d.udp, &msg, SHORT).expect("a reply"));
-    assert_eq!(r.metadata.op_code, OpCode::Notify);
-    assert_eq!(r.metadata.response_code, ResponseCode::NotImp);
-    assert!(r.edns.is_some());
-    assert_eq!(d.stats().get(Outcome::NotImp), 11);
+/// One error case: the query (given its OPT by the test), the same without an OPT if that is a
+/// case too, the RCODE, whether the question comes back, and the transport.
+struct ErrorCase {
+    what: String,
+    query: RawQuery,
+    without_opt: Option<RawQuery>,
+    rcode: ResponseCode,
+    question_echoed: bool,
+    tcp: bool,
 }
 
+/// Error replies (NOTIMP for an opcode we do not serve, FORMERR for a question count other than
+/// one) carry an OPT (version 0, DO echoed) exactly when the query had one (RFC 6891 §7), the
+/// opcode echoed, and the question echoed byte for byte when there was exactly one; nothing is
+/// forwarded.
 #[test]
-fn formerr_for_the_question_count_carries_an_opt_when_the_query_had_one() {
+fn error_replies_carry_an_opt_and_the_question_when_the_query_had_them() {
+    use ResponseCode::{FormErr, NotImp};
     let up = upstream::start();
     let d = Daemon::start(MAPPING, vec![up.addr]);
-    // QDCOUNT 0: the OPT is right after the header.
-    let with = opt_do(raw_message().id(1)).build();
-    let r = parse(&udp_raw(d.udp, &with, SHORT).expect("a reply"));
-    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
-    assert!(r.queries.is_empty());
-    assert!(
-        r.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
-        "OPT, DO echoed"
-    );
-    let without = raw_message().id(2).build();
-    let raw = udp_raw(d.udp, &without, SHORT).expect("a reply");
-    assert_eq!(parse(&raw).metadata.response_code, ResponseCode::FormErr);
-    assert_eq!(arcount(&raw), 0);
-    // QDCOUNT 2: the OPT after both questions; neither is echoed.
-    let two = opt_do(db0().id(3).question(&db0_question())).build();
-    let r = parse(&tcp_raw(d.tcp, &two));
-    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
-    assert!(r.queries.is_empty());
-    assert!(r.edns.is_some());
-    // The same over TCP with QDCOUNT 0.
-    let r = parse(&tcp_raw(d.tcp, &with));
-    assert!(r.edns.is_some());
-    assert_eq!(common::client_queries(&up).len(), 0);
+    let mut cases: Vec<ErrorCase> = [1u16, 2, 4, 5, 15]
+        .into_iter()
+        .map(|opcode| ErrorCase {
+            what: format!("opcode {opcode}"),
+            query: db0().id(5).opcode(opcode),
+            without_opt: Some(db0().id(6).flags(opcode << 11)),
+            rcode: NotImp,
+            question_echoed: true,
+            tcp: false,
+        })
+        .collect();
+    cases.extend([
+        // NOTIFY with no question and an OPT right after the header.
+        ErrorCase {
+            what: "NOTIFY, no question".into(),
+            query: raw_message().id(7).flags(4 << 11),
+            without_opt: None,
+            rcode: NotImp,
+            question_echoed: false,
+            tcp: false,
+        },
+        // QDCOUNT 0: the OPT is right after the header.
+        ErrorCase {
+            what: "QDCOUNT 0".into(),
+            query: raw_message().id(1),
+            without_opt: Some(raw_message().id(2)),
+            rcode: FormErr,
+            question_echoed: false,
+            tcp: false,
+        },
+        // QDCOUNT 2: the OPT after both questions; neither is echoed.
+        ErrorCase {
+            what: "QDCOUNT 2, TCP".into(),
+            query: db0().id(3).question(&db0_question()),
+            without_opt: None,
+            rcode: FormErr,
+            question_echoed: false,
+            tcp: true,
+        },
+        ErrorCase {
+            what: "QDCOUNT 0, TCP".into(),
+            query: raw_message().id(1),
+            without_opt: None,
+            rcode: FormErr,
+            question_echoed: false,
+            tcp: true,
+        },
+    ]);
+    let exchange = |msg: &[u8], via_tcp: bool| {
+        if via_tcp {
+            tcp_raw(d.tcp, msg)
+        } else {
+            udp_raw(d.udp, msg, SHORT).expect("a reply")
+        }
+    };
+    for c in cases {
+        let what = &c.what;
+        let opcode = (c.query.build()[2] >> 3) & 0xF;
+        let raw = exchange(&opt_do(c.query).build(), c.tcp);
+        let r = parse(&raw);
+        assert_eq!(r.metadata.response_code, c.rcode, "{what}");
+        assert_eq!(
+            u8::from(r.metadata.op_code),
+            opcode,
+            "{what}: opcode echoed"
+        );
+        let edns = r.edns.as_ref().unwrap_or_else(|| panic!("{what}: no OPT"));
+        assert_eq!(edns.version(), 0, "{what}");
+        assert!(edns.flags().dnssec_ok, "{what}: DO echoed");
+        if c.question_echoed {
+            let question = db0_question();
+            assert_eq!(
+                &raw[12..12 + question.len()],
+                question,
+                "{what}: question echoed byte for byte"
+            );
+        } else {
+            assert!(r.queries.is_empty(), "{what}: no question echoed");
+        }
+        if let Some(without) = c.without_opt {
+            let raw = exchange(&without.build(), c.tcp);
+            assert_eq!(parse(&raw).metadata.response_code, c.rcode, "{what}");
+            assert_eq!(arcount(&raw), 0, "{what}: no OPT to a query without one");
+        }
+    }
+    assert_eq!(d.stats().get(Outcome::NotImp), 11);
+    assert_eq!(common::client_queries(&up).len(), 0, "nothing forwarded");
 }
 
 /// The NODATA SOA is owned by the asked name, so the name claims to be a zone apex: an SOA query
