@@ -40,7 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::AbortHandle;
 
-use crate::dns::answer::Outcome;
+use crate::dns::outcome::Outcome;
 use crate::shared::Shared;
 use crate::stats::{HistogramTotals, LATENCY_BUCKETS};
 use crate::upstream::udp::UdpRelay;

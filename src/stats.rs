@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::dns::answer::Outcome;
+use crate::dns::outcome::Outcome;
 
 /// Upper bounds of the latency buckets, in seconds (Prometheus `le`).
 pub(crate) const LATENCY_BUCKETS: [f64; 14] = [

@@ -33,8 +33,9 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::dns::answer::{self, Outcome, Rdata, Transport};
+use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::Asked;
+use crate::dns::reply::{self, Rdata, Reply};
 use crate::dns::wire::{HEADER_LEN, MAX_NAME_WIRE, ede, rtype};
 use crate::mapping::{Found, Snapshot, name};
 use crate::stats::WorkerStats;
@@ -199,7 +200,8 @@ impl AliasResolver {
                 let iter = records
                     .iter()
                     .map(|(t, ttl, r)| (*t, *ttl, Rdata::Bytes(r)));
-                let (len, outcome) = write(msg, asked, transport, iter, (cap, serial), None, out);
+                let Reply { len, outcome } =
+                    write(msg, asked, transport, iter, (cap, serial), None, out);
                 return AliasStep::Reply { len, outcome };
             }
             Chain::Target { key, len, cap } => (key, len, cap),
@@ -238,7 +240,8 @@ impl AliasResolver {
             (data.ttl_left(now).min(cap), None)
         };
         let iter = data.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
-        let (len, mut outcome) = write(msg, asked, transport, iter, (ttl, serial), ede, out);
+        let Reply { len, mut outcome } =
+            write(msg, asked, transport, iter, (ttl, serial), ede, out);
         if stale {
             outcome = Outcome::Stale;
         }
@@ -365,8 +368,8 @@ impl AliasResolver {
         let now = Instant::now();
         let mut replies: Vec<(Sink, Vec<u8>, Outcome)> = Vec::new();
         self.lock().complete(token, outcome, now, |w, served| {
-            let mut out = vec![0u8; answer::reply_limit_for(w.transport)];
-            let (len, outcome) = match served {
+            let mut out = vec![0u8; reply::reply_limit_for(w.transport)];
+            let Reply { len, outcome } = match served {
                 Served::Fresh(d) => {
                     let ttl = d.ttl_left(now).min(w.cap);
                     let iter = d.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
@@ -383,7 +386,7 @@ impl AliasResolver {
                 Served::Stale(d) => {
                     let ttl = cache::STALE_TTL;
                     let iter = d.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
-                    let (len, _) = write(
+                    let r = write(
                         &w.query,
                         &w.asked,
                         w.transport,
@@ -392,7 +395,10 @@ impl AliasResolver {
                         Some(ede::STALE_ANSWER),
                         &mut out,
                     );
-                    (len, Outcome::Stale)
+                    Reply {
+                        outcome: Outcome::Stale,
+                        ..r
+                    }
                 }
                 Served::Fail => {
                     let mut fail = Vec::new();
@@ -405,7 +411,10 @@ impl AliasResolver {
                         &mut fail,
                     );
                     out = fail;
-                    (out.len(), outcome)
+                    Reply {
+                        len: out.len(),
+                        outcome,
+                    }
                 }
             };
             out.truncate(len);
@@ -446,14 +455,16 @@ fn write<'r>(
     soa: (u32, u32),
     ede: Option<u16>,
     out: &mut Vec<u8>,
-) -> (usize, Outcome) {
-    let r = answer::records_answer(msg, asked, transport, records.clone(), soa, ede, out);
-    if transport == Transport::Tcp && r.2 && out.len() < u16::MAX as usize {
+) -> Reply {
+    let r = reply::records_answer(msg, asked, transport, records.clone(), soa, ede, out);
+    if transport == Transport::Tcp
+        && reply::is_truncated(out, r.len)
+        && out.len() < u16::MAX as usize
+    {
         out.resize(u16::MAX as usize, 0);
-        let r = answer::records_answer(msg, asked, transport, records, soa, ede, out);
-        return (r.0, r.1);
+        return reply::records_answer(msg, asked, transport, records, soa, ede, out);
     }
-    (r.0, r.1)
+    r
 }
 
 /// Follows `rule` from `name_lower` (the asked name, lower-cased wire form) through the mapping:

@@ -1,5 +1,5 @@
 //! The per-query path both transports share, so that UDP and TCP cannot drift apart: the query
-//! read once ([`Query::read`]), the local decision ([`crate::dns::answer::decide`]), the loop
+//! read once ([`Query::read`]), the local decision ([`crate::dns::decide::decide`]), the loop
 //! guard, the one outcome count of a query answered at once, the one `--query-log` line per
 //! query, and the failure reply of a query the upstream side would not take.
 //!
@@ -13,9 +13,11 @@ use std::net::SocketAddr;
 use tracing::info;
 
 use crate::alias::{AliasClient, AliasStep};
-use crate::dns::answer::{self, Decision, OUR_UDP_PAYLOAD, Outcome, Transport};
+use crate::dns::decide::{self, Decision};
+use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::{Asked, Query};
-use crate::dns::wire::{MAX_NAME_WIRE, flag};
+use crate::dns::reply;
+use crate::dns::wire::MAX_NAME_WIRE;
 use crate::shared::Shared;
 use crate::stats::WorkerStats;
 use crate::upstream::{QueryError, failure_reply};
@@ -55,13 +57,9 @@ pub(crate) struct Buffers {
 
 impl Buffers {
     pub(crate) fn new(transport: Transport) -> Buffers {
-        let size = match transport {
-            Transport::Udp => OUR_UDP_PAYLOAD as usize,
-            // Most TCP answers fit; one that does not is decided again in a full-size buffer.
-            Transport::Tcp => 4096,
-        };
+        // Most TCP answers fit; one that does not is decided again in a full-size buffer.
         Buffers {
-            out: vec![0; size],
+            out: vec![0; reply::reply_limit_for(transport)],
             fail: Vec::new(),
         }
     }
@@ -142,17 +140,16 @@ fn decide<C: Client>(
 ) -> (Next, &'static str) {
     let snapshot = shared.mapping.load();
     let decision = {
-        let mut d = answer::decide(query, &snapshot, transport, out);
+        let mut d = decide::decide(query, &snapshot, transport, out);
         // Over TCP the whole answer always fits (RFC 7766 §8): retry a truncated one in a
         // full-size buffer.
         if transport == Transport::Tcp
             && let Decision::Reply { len, .. } = d
-            && len >= 4
-            && u16::from_be_bytes([out[2], out[3]]) & flag::TC != 0
+            && reply::is_truncated(out, len)
             && out.len() < u16::MAX as usize
         {
             out.resize(u16::MAX as usize, 0);
-            d = answer::decide(query, &snapshot, transport, out);
+            d = decide::decide(query, &snapshot, transport, out);
         }
         d
     };

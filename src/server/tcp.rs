@@ -45,7 +45,7 @@ use tracing::debug;
 
 use crate::alias::{AliasClient, Sink};
 use crate::config::Config;
-use crate::dns::answer::{Outcome, Transport};
+use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::Asked;
 use crate::server::dispatch::{Buffers, Client, Handled, handle};
 use crate::shared::Shared;

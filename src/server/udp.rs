@@ -17,8 +17,8 @@ use tracing::info;
 
 use crate::alias::{AliasClient, Sink};
 use crate::config::Config;
-use crate::dns::answer::Outcome;
-use crate::dns::answer::Transport;
+use crate::dns::outcome::Outcome;
+use crate::dns::outcome::Transport;
 use crate::dns::query::Asked;
 use crate::lifecycle::Threads;
 use crate::server::allow::{Verdict, limited, udp_limit};

@@ -27,9 +27,10 @@ pub(crate) mod udp;
 
 use std::time::Instant;
 
-use crate::dns::answer::{self, Outcome, Transport};
+use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::Asked;
-use crate::dns::wire::{CLASSIC_UDP_SIZE, ede, rcode};
+use crate::dns::reply::{self, Refusal};
+use crate::dns::wire::{CLASSIC_UDP_SIZE, ede};
 use stale::StaleCache;
 
 /// Why a forwarded query got no upstream reply.
@@ -109,16 +110,22 @@ pub(crate) fn failure_reply(
     // Header, question and OPT: at most 12 + 255 + 4 + 11 octets.
     out.clear();
     out.resize(CLASSIC_UDP_SIZE, 0);
-    match answer::error_reply(query, asked, rcode::SERVFAIL, err.extended_error(), out) {
-        Some(len) => out.truncate(len),
-        None => out.clear(),
+    match reply::failure(query, asked, Refusal::ServFail(err.extended_error()), out) {
+        Some(r) => {
+            out.truncate(r.len);
+            r.outcome
+        }
+        None => {
+            out.clear();
+            Outcome::ServFail
+        }
     }
-    Outcome::ServFail
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::wire::rcode;
 
     /// `www.example.org A`, with an OPT record (1232, DO) when `edns`.
     fn query(edns: bool) -> Vec<u8> {

@@ -38,7 +38,7 @@ use super::ports::Ports;
 use super::stale::StaleCache;
 use super::{QueryError, failure_reply};
 use crate::alias::AliasResolver;
-use crate::dns::answer::{Outcome, Transport};
+use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::Asked;
 use crate::dns::wire;
 use crate::stats::WorkerStats;
