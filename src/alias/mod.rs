@@ -33,6 +33,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::warn;
 
+use crate::dns::decide;
 use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::Asked;
 use crate::dns::reply::{self, Rdata, Reply};
@@ -101,9 +102,14 @@ pub(crate) trait AliasClient {
 /// The target a chain of rules leads to, or a local end of it. Returned once per query on the
 /// stack: boxing the key would allocate on the hot path, which the size difference does not cost.
 #[allow(clippy::large_enum_variant)]
-enum Chain {
-    /// Answered from the mapping (the target is itself mapped): records and the TTL cap.
-    Local(Vec<(u16, u32, Vec<u8>)>, u32),
+enum Chain<'s> {
+    /// Answered from the mapping (the target is itself mapped, `found` there): the records of
+    /// `qtype` ([`decide::local_records`], as a local answer), with the TTL cap of the rules.
+    Local {
+        found: Found<'s>,
+        qtype: u16,
+        cap: u32,
+    },
     /// Ask the upstream for `key` (target wire name + type); `cap` is the rules' TTL cap.
     Target {
         key: [u8; MAX_KEY],
@@ -196,10 +202,13 @@ impl AliasResolver {
         let serial = snapshot.content_hash as u32;
         let (key, len, cap) = match chain(snapshot, rule, name_lower, qtype) {
             Chain::Fail(e) => return AliasStep::Failed(e),
-            Chain::Local(records, cap) => {
-                let iter = records
-                    .iter()
-                    .map(|(t, ttl, r)| (*t, *ttl, Rdata::Bytes(r)));
+            Chain::Local { found, qtype, cap } => {
+                let Some((records, ttl)) = decide::local_records(snapshot, found, qtype) else {
+                    return AliasStep::Failed(QueryError::AliasFailed);
+                };
+                // The name's TTL, at most the rules' cap: for every record and the SOA.
+                let cap = cap.min(ttl.unwrap_or(cap));
+                let iter = records.map(move |(t, _, r)| (t, cap, r));
                 let Reply { len, outcome } =
                     write(msg, asked, transport, iter, (cap, serial), None, out);
                 return AliasStep::Reply { len, outcome };
@@ -470,7 +479,7 @@ fn write<'r>(
 /// Follows `rule` from `name_lower` (the asked name, lower-cased wire form) through the mapping:
 /// to a target for the upstream, or to a mapped name answered here. `qtype` ANY asks for the
 /// addresses (RFC 8482 §4.1: a subset is a valid answer to ANY).
-fn chain(snapshot: &Snapshot, rule: usize, name_lower: &[u8], qtype: u16) -> Chain {
+fn chain<'s>(snapshot: &'s Snapshot, rule: usize, name_lower: &[u8], qtype: u16) -> Chain<'s> {
     let qtype = if qtype == rtype::ANY { rtype::A } else { qtype };
     let Some(rules) = snapshot.rules() else {
         return Chain::Fail(QueryError::AliasFailed);
@@ -494,30 +503,7 @@ fn chain(snapshot: &Snapshot, rule: usize, name_lower: &[u8], qtype: u16) -> Cha
                     None => return Chain::Fail(QueryError::AliasFailed),
                 }
             }
-            Found::Entry(e) => {
-                cap = cap.min(e.ttl);
-                let mut records = Vec::new();
-                if qtype == rtype::A {
-                    records.extend(e.v4.iter().map(|a| (rtype::A, cap, a.octets().to_vec())));
-                }
-                if qtype == rtype::AAAA {
-                    records.extend(e.v6.iter().map(|a| (rtype::AAAA, cap, a.octets().to_vec())));
-                }
-                return Chain::Local(records, cap);
-            }
-            Found::Ptr(ip) => {
-                let ttl = snapshot.owners(ip).map(|(_, t)| t).min().unwrap_or(cap);
-                cap = cap.min(ttl);
-                let records = if qtype == rtype::PTR {
-                    snapshot
-                        .owners(ip)
-                        .map(|(o, _)| (rtype::PTR, cap, o.to_vec()))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                return Chain::Local(records, cap);
-            }
+            Found::Entry(_) | Found::Ptr(_) => return Chain::Local { found, qtype, cap },
             Found::None => {
                 let mut key = [0u8; MAX_KEY];
                 key[..wire.len()].copy_from_slice(&wire);
