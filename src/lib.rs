@@ -173,7 +173,6 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         Arc::new(upstream::tcp::TcpForwarder::new(
             shared.upstreams.clone(),
             config.upstream_timeout,
-            None,
         )),
         shared.stats.block(stats::Proto::Tcp),
         shared.tasks.clone(),

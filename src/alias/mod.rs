@@ -41,6 +41,7 @@ use crate::dns::wire::{HEADER_LEN, MAX_NAME_WIRE, ede, rtype};
 use crate::mapping::{Found, Snapshot, name};
 use crate::stats::WorkerStats;
 use crate::upstream::QueryError;
+use crate::upstream::finish::{Finish, send_udp};
 use crate::upstream::tcp::TcpForwarder;
 use crate::upstream::udp::UdpRelay;
 use cache::{Cache, Footprint, Policy, Served, Step};
@@ -338,8 +339,17 @@ impl AliasResolver {
                 return me.finish(token, cache::Outcome::Failed);
             };
             let mut reply = Vec::new();
+            let started = Instant::now();
             match tcp.forward(&query, &asked, &mut reply, &stats).await {
                 Ok(()) => {
+                    // Finished like a forward over TCP, but not counted (no client asked it)
+                    // and not kept for serve-stale (nor is a lookup answered over UDP).
+                    let finish = Finish {
+                        stats: &stats,
+                        stale: None,
+                        transport: Transport::Tcp,
+                    };
+                    finish.relayed(&query, &asked, &mut reply, started, Instant::now());
                     let (target, qtype) = key.split_at(key.len() - 2);
                     let qtype = u16::from_be_bytes([qtype[0], qtype[1]]);
                     let end = asked.question.end();
@@ -375,62 +385,45 @@ impl AliasResolver {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&token);
         let now = Instant::now();
-        let mut replies: Vec<(Sink, Vec<u8>, Outcome)> = Vec::new();
+        // Under the cache lock only what each waiter gets (the records are shared, not copied);
+        // the replies are built and sent after it.
+        let mut done: Vec<(Waiter, Option<(cache::Data, bool)>)> = Vec::new();
         self.lock().complete(token, outcome, now, |w, served| {
+            let kept = match served {
+                Served::Fresh(d) => Some((d.clone(), false)),
+                Served::Stale(d) => Some((d.clone(), true)),
+                Served::Fail => None,
+            };
+            done.push((w, kept));
+        });
+        for (w, kept) in done {
             let mut out = vec![0u8; reply::reply_limit_for(w.transport)];
-            let Reply { len, outcome } = match served {
-                Served::Fresh(d) => {
-                    let ttl = d.ttl_left(now).min(w.cap);
+            let outcome = match kept {
+                Some((d, stale)) => {
+                    let (ttl, ede) = if stale {
+                        (cache::STALE_TTL, Some(ede::STALE_ANSWER))
+                    } else {
+                        (d.ttl_left(now).min(w.cap), None)
+                    };
                     let iter = d.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
-                    write(
-                        &w.query,
-                        &w.asked,
-                        w.transport,
-                        iter,
-                        (ttl, w.serial),
-                        None,
-                        &mut out,
-                    )
+                    let soa = (ttl, w.serial);
+                    let r = write(&w.query, &w.asked, w.transport, iter, soa, ede, &mut out);
+                    out.truncate(r.len);
+                    if stale { Outcome::Stale } else { r.outcome }
                 }
-                Served::Stale(d) => {
-                    let ttl = cache::STALE_TTL;
-                    let iter = d.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
-                    let r = write(
-                        &w.query,
-                        &w.asked,
-                        w.transport,
-                        iter,
-                        (ttl, w.serial),
-                        Some(ede::STALE_ANSWER),
-                        &mut out,
-                    );
-                    Reply {
-                        outcome: Outcome::Stale,
-                        ..r
-                    }
-                }
-                Served::Fail => {
-                    let mut fail = Vec::new();
-                    let outcome = crate::upstream::failure_reply(
+                None => {
+                    out.clear();
+                    crate::upstream::failure_reply(
                         &w.query,
                         &w.asked,
                         err,
                         None,
                         w.transport,
-                        &mut fail,
-                    );
-                    out = fail;
-                    Reply {
-                        len: out.len(),
-                        outcome,
-                    }
+                        &mut out,
+                    )
                 }
             };
-            out.truncate(len);
-            replies.push((w.sink, out, outcome));
-        });
-        for (sink, reply, outcome) in replies {
-            match sink {
+            match w.sink {
                 Sink::Udp {
                     socket,
                     peer,
@@ -439,14 +432,11 @@ impl AliasResolver {
                 } => {
                     // Counted before it leaves, so that whoever got it sees it counted.
                     stats.count(outcome);
-                    if !reply.is_empty() {
-                        let mut scratch = [0u8; 512];
-                        let reply = crate::server::allow::limited(&reply, limit, &mut scratch);
-                        let _ = socket.send_to(reply, peer);
-                    }
+                    send_udp(&socket, peer, &out, limit);
                 }
+                // Counted by the connection's task, which sends it if the client is still there.
                 Sink::Tcp(tx) => {
-                    let _ = tx.send((reply, outcome));
+                    let _ = tx.send((out, outcome));
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! What differs between the transports is only where bytes go, the [`Client`]: a UDP worker
 //! sends a reply with `send_to` and hands a forwarded query to its relay; a TCP connection frames
 //! the reply for its writer task and forwards from a task of its own. Either way the answer that
-//! comes later ends in the same counters and, on failure, in [`crate::upstream::failure_reply`].
+//! comes later ends the same way, in [`crate::upstream::finish`].
 
 use std::net::SocketAddr;
 
@@ -20,7 +20,8 @@ use crate::dns::reply;
 use crate::dns::wire::MAX_NAME_WIRE;
 use crate::shared::Shared;
 use crate::stats::WorkerStats;
-use crate::upstream::{QueryError, failure_reply};
+use crate::upstream::QueryError;
+use crate::upstream::finish::Finish;
 
 /// Where a query's reply goes and how it leaves for the upstream: what a transport implements
 /// (with [`AliasClient`]: where an alias answer that waits for a lookup goes). [`handle`] is
@@ -119,8 +120,12 @@ pub(crate) fn handle<C: Client>(
     };
     // Not taken at once (no slot free, no room to wait for a lookup): no stale answer either,
     // the upstreams were not even asked.
-    let outcome = failure_reply(msg, &asked, err, None, transport, &mut buffers.fail);
-    stats.count(outcome);
+    let finish = Finish {
+        stats,
+        stale: None,
+        transport,
+    };
+    finish.failed(msg, &asked, err, &mut buffers.fail);
     if !buffers.fail.is_empty() {
         client.reply(&buffers.fail);
     }

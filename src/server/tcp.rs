@@ -50,9 +50,10 @@ use crate::dns::query::Asked;
 use crate::server::dispatch::{Buffers, Client, Handled, handle};
 use crate::shared::Shared;
 use crate::stats::{Proto, WorkerStats};
+use crate::upstream::QueryError;
+use crate::upstream::finish::Finish;
 use crate::upstream::tcp::TcpForwarder;
 use crate::upstream::udp::UdpRelay;
-use crate::upstream::{QueryError, failure_reply};
 
 /// Forwarded queries in flight per connection; the reader waits when it is reached.
 pub(crate) const PIPELINE_DEPTH: usize = 32;
@@ -446,11 +447,7 @@ pub(crate) fn spawn(
     let (pool, conn_cap) = budget(config.tcp_memory, config.tcp_max_connections);
     let state = Arc::new(Listener {
         shared: shared.clone(),
-        forwarder: TcpForwarder::new(
-            shared.upstreams.clone(),
-            config.upstream_timeout,
-            shared.stale.clone(),
-        ),
+        forwarder: TcpForwarder::new(shared.upstreams.clone(), config.upstream_timeout),
         stats: shared.stats.block(Proto::Tcp),
         limits: TcpLimits {
             idle_timeout: config.tcp_idle_timeout,
@@ -851,29 +848,36 @@ fn spawn_forward(
             match pending {
                 // The resolver always answers a waiter (at the latest SERVFAIL at the end of the
                 // lookup's budget); a dropped sender (shutdown) sends nothing.
-                Pending::Alias(rx) => rx.await.unwrap_or((Vec::new(), Outcome::Dropped)),
+                Pending::Alias(rx) => {
+                    let (reply, outcome) = rx.await.unwrap_or((Vec::new(), Outcome::Dropped));
+                    l.stats.count(outcome);
+                    reply
+                }
                 Pending::Forward(asked) => {
                     let mut reply = Vec::new();
-                    let outcome = match l
-                        .forwarder
-                        .forward(&query, &asked, &mut reply, &l.stats)
-                        .await
-                    {
-                        Ok(()) => Outcome::Forwarded,
-                        Err(e) => {
-                            let stale = l.shared.stale.as_deref();
-                            failure_reply(&query, &asked, e, stale, Transport::Tcp, &mut reply)
-                        }
+                    let started = Instant::now();
+                    let sent = l.forwarder.forward(&query, &asked, &mut reply, &l.stats);
+                    let finish = Finish {
+                        stats: &l.stats,
+                        stale: l.shared.stale.as_deref(),
+                        transport: Transport::Tcp,
                     };
-                    (reply, outcome)
+                    match sent.await {
+                        Ok(()) => {
+                            finish.answered(&query, &asked, &mut reply, started, Instant::now())
+                        }
+                        Err(e) => finish.failed(&query, &asked, e, &mut reply),
+                    };
+                    reply
                 }
             }
         };
-        let (reply, outcome) = tokio::select! {
+        // Counted as it is finished, inside `answer`: a query whose connection closed first is
+        // not counted (nobody gets its reply).
+        let reply = tokio::select! {
             r = answer => r,
             _ = conn.closed() => return,
         };
-        l.stats.count(outcome);
         drop(query);
         if reply.is_empty() {
             return;
@@ -908,7 +912,7 @@ mod tests {
         let shared = Shared::new(mapping, &config);
         let (pool, conn_cap) = budget(config.tcp_memory, config.tcp_max_connections);
         Arc::new(Listener {
-            forwarder: TcpForwarder::new(shared.upstreams.clone(), config.upstream_timeout, None),
+            forwarder: TcpForwarder::new(shared.upstreams.clone(), config.upstream_timeout),
             stats: shared.stats.block(Proto::Tcp),
             shared,
             limits: TcpLimits {

@@ -7,6 +7,7 @@
 //! ids.rs      the relay's ID -> slot map, sized to what is in flight
 //! ports.rs    the relay's source ports: a pool of sockets per upstream, replaced as used
 //! tcp.rs      TCP forwarding: parallel attempts on fresh connections, same timers
+//! finish.rs   the one way a passed-on query ends: ID restored, kept for serve-stale, counted
 //! probe.rs    background probes (fast while an upstream is down)
 //! loop_guard.rs the start-up forwarding-loop check
 //! stale.rs    serve-stale (RFC 8767), opt-in
@@ -16,6 +17,7 @@
 //! into what the client gets, in one place.
 
 pub(crate) mod attempt;
+pub(crate) mod finish;
 pub(crate) mod health;
 mod ids;
 pub(crate) mod loop_guard;

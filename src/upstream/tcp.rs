@@ -21,7 +21,6 @@ use tokio::task::JoinSet;
 use super::QueryError;
 use super::attempt::{RTO_MIN, backoff, give_up_at, reply_matches};
 use super::health::UpstreamHealth;
-use super::stale::StaleCache;
 use crate::dns::query::Asked;
 use crate::stats::WorkerStats;
 
@@ -35,20 +34,11 @@ const MAX_ATTEMPTS: usize = 16;
 pub(crate) struct TcpForwarder {
     health: Arc<UpstreamHealth>,
     budget: Duration,
-    stale: Option<Arc<StaleCache>>,
 }
 
 impl TcpForwarder {
-    pub(crate) fn new(
-        health: Arc<UpstreamHealth>,
-        budget: Duration,
-        stale: Option<Arc<StaleCache>>,
-    ) -> TcpForwarder {
-        TcpForwarder {
-            health,
-            budget,
-            stale,
-        }
+    pub(crate) fn new(health: Arc<UpstreamHealth>, budget: Duration) -> TcpForwarder {
+        TcpForwarder { health, budget }
     }
 
     /// The health of the upstreams this forwards to.
@@ -56,8 +46,8 @@ impl TcpForwarder {
         &self.health
     }
 
-    /// Relays `query` (read into `asked`) until an upstream answers; the reply, with the
-    /// client's ID restored, is left in `reply`.
+    /// Relays `query` (read into `asked`) until an upstream answers; the reply (checked, with
+    /// the winning attempt's ID: the caller finishes it, [`super::finish`]) is left in `reply`.
     pub(crate) async fn forward(
         &self,
         query: &[u8],
@@ -65,7 +55,6 @@ impl TcpForwarder {
         reply: &mut Vec<u8>,
         stats: &WorkerStats,
     ) -> Result<(), QueryError> {
-        let client_id = asked.header.id.to_be_bytes();
         let question_end = asked.question.end();
         let started = Instant::now();
         let give_up = give_up_at(started, self.budget);
@@ -108,11 +97,6 @@ impl TcpForwarder {
                     Some(Ok((u, Ok(r)))) => {
                         self.health.answered(u);
                         *reply = r;
-                        reply[..2].copy_from_slice(&client_id);
-                        if let Some(stale) = &self.stale {
-                            stale.store(query, asked, reply, Instant::now());
-                        }
-                        stats.forward_latency.observe(started.elapsed());
                         return Ok(());
                     }
                     Some(Ok((u, Err(_)))) => {

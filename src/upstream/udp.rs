@@ -31,14 +31,15 @@ use mio::{Events, Poll, Token, Waker};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::QueryError;
 use super::attempt::{self, DOWN_INTERVAL, MAX_COPIES, ResendBudget, Rtt, backoff, give_up_at};
+use super::finish::{Finish, send_udp};
 use super::health::{Silence, UpstreamHealth};
 use super::ids::IdMap;
 use super::ports::Ports;
 use super::stale::StaleCache;
-use super::{QueryError, failure_reply};
 use crate::alias::AliasResolver;
-use crate::dns::outcome::{Outcome, Transport};
+use crate::dns::outcome::Transport;
 use crate::dns::query::Asked;
 use crate::dns::wire;
 use crate::stats::WorkerStats;
@@ -364,7 +365,7 @@ impl UdpRelay {
 
     /// Sends the client's `query` (read into `asked`, its name lower-cased in `lower`) upstream,
     /// or joins an identical query in flight; its ID is rewritten in place. `Err` means it was
-    /// not taken: the caller answers with [`failure_reply`].
+    /// not taken: the caller answers with [`super::failure_reply`].
     pub(crate) fn forward(
         &self,
         query: &mut [u8],
@@ -552,33 +553,16 @@ impl UdpRelay {
             Dest::Client(c) => c,
             Dest::Lookup(token) => return self.alias.on_reply(token, reply),
         };
-        reply[..2].copy_from_slice(&asked.header.id.to_be_bytes());
-        // Serve-stale keeps it, outside the table lock (the stale cache has its own).
-        if let Some(stale) = &self.stale {
-            stale.store(kept, &asked, reply, now);
-        }
-        // A reply too large for the client's UDP size arrives with TC set from the upstream
-        // (which saw the client's own EDNS size) and is passed on as is: the client retries over
-        // TCP (RFC 7766 §5).
-        // Counted before the reply leaves, so that whoever got it sees it counted.
-        self.stats.count(Outcome::Forwarded);
-        self.stats
-            .forward_latency
-            .observe(now.saturating_duration_since(first_sent));
-        let mut scratch = [0u8; 512];
-        let _ = self.client.send_to(
-            crate::server::allow::limited(reply, limit, &mut scratch),
-            client,
-        );
+        // With serve-stale on, `kept` holds the query's bytes (swapped out under the lock).
+        let finish = self.finish();
+        finish.answered(kept, &asked, reply, first_sent, now);
+        send_udp(&self.client, client, reply, limit);
         // The clients coalesced with it: the same reply with their own ID and spelling of the
         // question (same length: the names are equal but for case).
         let end = asked.question.end();
         for (client, query) in extra.drain(..) {
-            if query.len() >= end && reply.len() >= end {
-                reply[..2].copy_from_slice(&query[..2]);
-                reply[wire::HEADER_LEN..end].copy_from_slice(&query[wire::HEADER_LEN..end]);
-                self.stats.count(Outcome::Forwarded);
-                let _ = self.client.send_to(reply, client);
+            if finish.shared(&query, end, reply) {
+                send_udp(&self.client, client, reply, usize::MAX);
             }
         }
     }
@@ -790,6 +774,15 @@ impl UdpRelay {
         next
     }
 
+    /// How this relay's client queries end ([`super::finish`]).
+    fn finish(&self) -> Finish<'_> {
+        Finish {
+            stats: &self.stats,
+            stale: self.stale.as_deref(),
+            transport: Transport::Udp,
+        }
+    }
+
     /// The failure reply (stale answer or SERVFAIL) to `client` for `query`, counted.
     fn fail(
         &self,
@@ -800,20 +793,8 @@ impl UdpRelay {
         limit: usize,
         out: &mut Vec<u8>,
     ) {
-        let outcome = failure_reply(
-            query,
-            asked,
-            err,
-            self.stale.as_deref(),
-            Transport::Udp,
-            out,
-        );
-        self.stats.count(outcome);
-        if !out.is_empty() {
-            let mut scratch = [0u8; 512];
-            let reply = crate::server::allow::limited(out, limit, &mut scratch);
-            let _ = self.client.send_to(reply, client);
-        }
+        self.finish().failed(query, asked, err, out);
+        send_udp(&self.client, client, out, limit);
     }
 }
 
