@@ -11,7 +11,7 @@
 //! isolated from each other; TCP is the rare path (truncated answers, zone-sized replies).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::QueryError;
-use super::attempt::{RTO_MIN, backoff, give_up_at, reply_matches};
-use super::health::UpstreamHealth;
+use super::attempt::{RTO_MIN, Schedule, Step, backoff, reply_matches};
+use super::health::{Silence, UpstreamHealth};
 use crate::dns::query::Asked;
 use crate::stats::WorkerStats;
 
@@ -34,11 +34,23 @@ const MAX_ATTEMPTS: usize = 16;
 pub(crate) struct TcpForwarder {
     health: Arc<UpstreamHealth>,
     budget: Duration,
+    /// What this forwarder has seen of each upstream since its last reply: silence while asked
+    /// marks it down, as for the UDP relays and the probes ([`super::health`]).
+    silence: Mutex<Vec<Silence>>,
 }
 
 impl TcpForwarder {
     pub(crate) fn new(health: Arc<UpstreamHealth>, budget: Duration) -> TcpForwarder {
-        TcpForwarder { health, budget }
+        let silence = Mutex::new(vec![Silence::default(); health.count()]);
+        TcpForwarder {
+            health,
+            budget,
+            silence,
+        }
+    }
+
+    fn silence(&self) -> MutexGuard<'_, Vec<Silence>> {
+        self.silence.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The health of the upstreams this forwards to.
@@ -56,46 +68,60 @@ impl TcpForwarder {
         stats: &WorkerStats,
     ) -> Result<(), QueryError> {
         let question_end = asked.question.end();
-        let started = Instant::now();
-        let give_up = give_up_at(started, self.budget);
+        let mut schedule = Schedule::new(Instant::now(), self.budget, MAX_ATTEMPTS);
         let mut open = JoinSet::new();
-        let (mut attempts, mut failures) = (0usize, 0usize);
-        let mut next_at = started;
-        let mut target = self.health.first();
+        let mut failures = 0usize;
         loop {
             let now = Instant::now();
-            if now >= give_up {
-                // Every attempt made ended in an error (connection refused, reset, a reply that
-                // did not match) and none is still waiting: the upstreams refused, not were slow.
-                return Err(if failures > 0 && failures == attempts {
-                    QueryError::Unreachable
-                } else {
-                    QueryError::Timeout
-                });
-            }
-            if now >= next_at && attempts < MAX_ATTEMPTS && open.len() < MAX_OPEN {
-                let id: u16 = rand::random();
-                let mut sent = query.to_vec();
-                sent[..2].copy_from_slice(&id.to_be_bytes());
-                stats.upstream_request(target);
-                if attempts > 0 {
-                    stats.upstream_retransmit(target);
+            {
+                let silence = self.silence();
+                for (u, s) in silence.iter().enumerate() {
+                    s.check(&self.health, u, now);
                 }
-                let (u, addr) = (target, self.health.addr(target));
-                open.spawn(async move { (u, exchange(addr, &sent, id, question_end).await) });
-                attempts += 1;
-                next_at = now + backoff(TCP_RTO, attempts);
-                target = self.health.after(target);
             }
-            let wake = if attempts < MAX_ATTEMPTS {
-                next_at.min(give_up)
+            match schedule.step(now) {
+                Step::GiveUp => {
+                    // Every attempt made ended in an error (connection refused, reset, a reply
+                    // that did not match) and none is still waiting: the upstreams refused, not
+                    // were slow.
+                    let sent = schedule.sent();
+                    return Err(if failures > 0 && failures == sent {
+                        QueryError::Unreachable
+                    } else {
+                        QueryError::Timeout
+                    });
+                }
+                Step::Copy if open.len() < MAX_OPEN => {
+                    let target = schedule.target(&self.health);
+                    let id: u16 = rand::random();
+                    let mut sent = query.to_vec();
+                    sent[..2].copy_from_slice(&id.to_be_bytes());
+                    stats.upstream_request(target);
+                    if schedule.sent() > 0 {
+                        stats.upstream_retransmit(target);
+                    }
+                    let addr = self.health.addr(target);
+                    open.spawn(
+                        async move { (target, exchange(addr, &sent, id, question_end).await) },
+                    );
+                    self.silence()[target].sent(now);
+                    schedule.sent_to(target);
+                    schedule.next_after(now, backoff(TCP_RTO, schedule.sent()));
+                }
+                _ => {}
+            }
+            // A copy that is due while MAX_OPEN attempts are open waits for one of them to end
+            // (`join_next`), not for its timer, which has expired already.
+            let wake = if schedule.can_copy() && open.len() < MAX_OPEN {
+                schedule.due()
             } else {
-                give_up
+                schedule.give_up()
             };
             tokio::select! {
                 done = open.join_next(), if !open.is_empty() => match done {
                     Some(Ok((u, Ok(r)))) => {
                         self.health.answered(u);
+                        self.silence()[u].answered();
                         *reply = r;
                         return Ok(());
                     }
@@ -104,7 +130,7 @@ impl TcpForwarder {
                         failures += 1;
                         // Failed outright: try again soon (the next upstream, or the same one
                         // once it is back), not only when the timer says so.
-                        next_at = next_at.min(Instant::now() + backoff(RTO_MIN, failures));
+                        schedule.hurry(Instant::now() + backoff(RTO_MIN, failures));
                     }
                     _ => {}
                 },

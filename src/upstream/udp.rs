@@ -32,7 +32,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::QueryError;
-use super::attempt::{self, DOWN_INTERVAL, MAX_COPIES, ResendBudget, Rtt, backoff, give_up_at};
+use super::attempt::{self, MAX_COPIES, ResendBudget, Rtt, Schedule, Step};
 use super::finish::{Finish, send_udp};
 use super::health::{Silence, UpstreamHealth};
 use super::ids::IdMap;
@@ -80,15 +80,13 @@ struct Slot {
     /// the failure reply work from it, reading the query's bytes no more.
     asked: Asked,
     dest: Dest,
+    /// The copies sent, `schedule.sent()` of them.
     copies: [Copy; MAX_COPIES],
-    sent: usize,
+    schedule: Schedule,
     /// The upstream of the last copy refused it (ICMP port unreachable) and no copy went out
     /// since: a give-up now is [`QueryError::Unreachable`], not a timeout.
     refused: bool,
     first_sent: Instant,
-    /// When the next copy goes out (`give_up` once no copy is left to send).
-    next_at: Instant,
-    give_up: Instant,
     /// The client's query, kept to re-send and to build the failure reply. Its buffer is reused
     /// from query to query.
     query: Vec<u8>,
@@ -101,8 +99,8 @@ struct Slot {
 }
 
 impl Slot {
-    fn due(&self) -> Instant {
-        self.next_at.min(self.give_up)
+    fn sent(&self) -> usize {
+        self.schedule.sent()
     }
 }
 
@@ -222,7 +220,7 @@ impl Table {
         if slot.query.capacity() > KEEP_QUERY_BUFFER {
             slot.query = Vec::new();
         }
-        for c in &slot.copies[..slot.sent] {
+        for c in &slot.copies[..slot.sent()] {
             self.ids.remove(c.id);
         }
         self.free.push(index as u16);
@@ -232,14 +230,10 @@ impl Table {
         }
     }
 
-    /// When the copy just sent to `u` (the `sent`-th) should be followed by another.
+    /// When the copy just sent to `u` (the `sent`-th) should be followed by another: the
+    /// upstream's RTO, backed off ([`attempt::interval`]).
     fn interval(&self, health: &UpstreamHealth, u: usize, sent: usize) -> Duration {
-        let b = backoff(self.rtt[u].rto(), sent);
-        if health.is_healthy(u) {
-            b
-        } else {
-            b.max(DOWN_INTERVAL)
-        }
+        attempt::interval(self.rtt[u].rto(), health.is_healthy(u), sent)
     }
 
     fn note_due(&mut self, due: Instant) {
@@ -426,11 +420,9 @@ impl UdpRelay {
                     asked: *asked,
                     dest,
                     copies: [Copy::default(); MAX_COPIES],
-                    sent: 0,
+                    schedule: Schedule::new(now, self.budget, MAX_COPIES),
                     refused: false,
                     first_sent: now,
-                    next_at: now,
-                    give_up: now,
                     query: Vec::new(),
                     key: None,
                     extra: Vec::new(),
@@ -452,22 +444,24 @@ impl UdpRelay {
                 }
             }
             let interval = t.interval(&self.health, first, 1);
-            let give_up = give_up_at(now, self.budget);
+            let mut schedule = Schedule::new(now, self.budget, MAX_COPIES);
+            for c in &copies[..n] {
+                schedule.sent_to(c.upstream as usize);
+            }
+            schedule.next_after(now, interval);
             let s = &mut t.slots[index];
             s.live = true;
             s.asked = *asked;
             s.dest = dest;
             s.copies[..n].copy_from_slice(&copies[..n]);
-            s.sent = n;
+            s.schedule = schedule;
             s.refused = false;
             s.first_sent = now;
-            s.next_at = now + interval;
-            s.give_up = give_up;
             s.query.clear();
             s.query.extend_from_slice(query);
             s.key = key.filter(|_| matches!(dest, Dest::Client(_)));
             s.limit = limit;
-            let due = s.due();
+            let due = s.schedule.due();
             if let Some(key) = s.key {
                 let Table {
                     coalesce, slots, ..
@@ -525,14 +519,14 @@ impl UdpRelay {
             let s = &t.slots[index];
             // A reply to any copy we sent completes the query, if it arrived on the socket that
             // copy left from (connected: only the upstream's address and port get there).
-            let ours = s.copies[..s.sent]
+            let ours = s.copies[..s.sent()]
                 .iter()
                 .any(|c| c.id == h.id && c.port == port && c.upstream as usize == u);
             if !ours || !self.question_matches(u, reply, h.id, &s.query, s.asked.question.end()) {
                 return;
             }
             let (dest, asked, first_sent, sent, limit) =
-                (s.dest, s.asked, s.first_sent, s.sent, s.limit);
+                (s.dest, s.asked, s.first_sent, s.sent(), s.limit);
             if sent == 1 {
                 // Karn's algorithm: only a query answered on its only copy measures the RTT.
                 t.rtt[u].sample(now.saturating_duration_since(first_sent));
@@ -607,11 +601,11 @@ impl UdpRelay {
         let move_on = self.health.count() >= 2;
         let mut t = self.lock();
         let mut any = false;
-        for s in t.slots.iter_mut().filter(|s| s.live && s.sent > 0) {
-            if s.copies[s.sent - 1].port == port {
+        for s in t.slots.iter_mut().filter(|s| s.live && s.sent() > 0) {
+            if s.copies[s.sent() - 1].port == port {
                 s.refused = true;
-                if move_on && s.sent < MAX_COPIES {
-                    s.next_at = now;
+                if move_on && s.schedule.can_copy() {
+                    s.schedule.hurry(now);
                     any = true;
                 }
             }
@@ -627,8 +621,8 @@ impl UdpRelay {
         if t.live == 0 {
             return;
         }
-        for s in t.slots.iter_mut().filter(|s| s.live && s.sent < MAX_COPIES) {
-            s.next_at = now;
+        for s in t.slots.iter_mut().filter(|s| s.live) {
+            s.schedule.hurry(now);
         }
         t.note_due(now);
     }
@@ -641,7 +635,8 @@ impl UdpRelay {
             if !t.slots[index].live {
                 continue;
             }
-            if t.slots[index].give_up <= now {
+            let step = t.slots[index].schedule.step(now);
+            if step == Step::GiveUp {
                 let s = &mut t.slots[index];
                 let start = scratch.len();
                 scratch.extend_from_slice(&s.query);
@@ -661,37 +656,34 @@ impl UdpRelay {
                 t.release(index);
                 continue;
             }
-            if t.slots[index].next_at <= now {
+            if matches!(step, Step::Copy | Step::Exhausted) {
                 let s = &t.slots[index];
-                let last = s.copies[s.sent - 1].upstream as usize;
-                self.stats.upstream_timeout(last);
-                if s.sent >= MAX_COPIES {
-                    t.slots[index].next_at = t.slots[index].give_up;
-                } else {
-                    let target = self.health.after(last);
-                    let sent = s.sent + 1;
-                    let wait = t.interval(&self.health, target, sent);
-                    if t.budget.take(now) {
-                        let (copy, socket) = t.new_copy(index, target, now);
-                        t.silence[target].sent(now);
-                        let s = &mut t.slots[index];
-                        s.copies[s.sent] = copy;
-                        s.sent = sent;
-                        s.refused = false;
-                        let start = scratch.len();
-                        scratch.extend_from_slice(&s.query);
-                        scratch[start..start + 2].copy_from_slice(&copy.id.to_be_bytes());
-                        actions.push(Action::Send {
-                            u: target,
-                            socket,
-                            start,
-                            end: scratch.len(),
-                        });
-                    }
-                    t.slots[index].next_at = now + wait;
-                }
+                self.stats
+                    .upstream_timeout(s.copies[s.sent() - 1].upstream as usize);
             }
-            let due = t.slots[index].due();
+            if step == Step::Copy {
+                let target = t.slots[index].schedule.target(&self.health);
+                let wait = t.interval(&self.health, target, t.slots[index].sent() + 1);
+                if t.budget.take(now) {
+                    let (copy, socket) = t.new_copy(index, target, now);
+                    t.silence[target].sent(now);
+                    let s = &mut t.slots[index];
+                    s.copies[s.sent()] = copy;
+                    s.schedule.sent_to(target);
+                    s.refused = false;
+                    let start = scratch.len();
+                    scratch.extend_from_slice(&s.query);
+                    scratch[start..start + 2].copy_from_slice(&copy.id.to_be_bytes());
+                    actions.push(Action::Send {
+                        u: target,
+                        socket,
+                        start,
+                        end: scratch.len(),
+                    });
+                }
+                t.slots[index].schedule.next_after(now, wait);
+            }
+            let due = t.slots[index].schedule.due();
             next_due = Some(next_due.map_or(due, |d| d.min(due)));
         }
         t.next_due = next_due;
@@ -872,6 +864,7 @@ mod tests {
     use super::*;
 
     use crate::dns::query::Asked;
+    use crate::upstream::attempt::DOWN_INTERVAL;
     use crate::upstream::health::test_health as health;
 
     /// A table for `upstreams` upstreams (on loopback) and `capacity` slots.
@@ -935,11 +928,9 @@ mod tests {
                 asked: Asked::read(&query).expect("readable"),
                 dest: Dest::Client(SocketAddr::from(([127, 0, 0, 1], 1))),
                 copies: [Copy::default(); MAX_COPIES],
-                sent: 0,
+                schedule: Schedule::new(t0, Duration::from_secs(2), MAX_COPIES),
                 refused: false,
                 first_sent: t0,
-                next_at: t0,
-                give_up: t0,
                 query: query.to_vec(),
                 key: None,
                 extra: Vec::new(),
@@ -952,7 +943,7 @@ mod tests {
                     upstream: 0,
                     port: 0,
                 };
-                t.slots[index].sent = k + 1;
+                t.slots[index].schedule.sent_to(0);
             }
             t.live += 1;
             t.note_due(t0 + Duration::from_millis(10 * (index as u64 + 1)));
