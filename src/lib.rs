@@ -4,13 +4,16 @@
 //! other query, unchanged, to the upstream DNS. The path of one query:
 //!
 //! ```text
-//! server::udp::serve / server::tcp        receive
+//! server::udp::UdpWorker::serve / server::tcp   receive
 //!   -> server::dispatch::handle           one path for both transports:
 //!        dns::query::Query::read          header + question read once, on the stack
-//!        dns::answer::decide              look the name up
-//!          mapped     -> local answer     written into a reused buffer, sent back
+//!        dns::decide::decide              look the name up
+//!          mapped     -> dns::reply       local answer written into a reused buffer, sent back
+//!          alias rule -> alias            the target's records, from memory or after a lookup
 //!          not mapped -> upstream::udp/tcp  bytes to the upstream, reply bytes back
-//!                        (no reply in time: upstream::failure_reply)
+//!   -> upstream::finish                   every passed-on query ends here: the reply (ID
+//!                                         restored, kept for serve-stale, counted) or, with no
+//!                                         reply in time, upstream::failure_reply
 //! ```
 //!
 //! [`start`] wires the pieces and returns a handle that tests drive; [`run`] is the daemon.

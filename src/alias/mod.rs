@@ -370,8 +370,8 @@ impl AliasResolver {
         });
     }
 
-    /// Ends lookup `token`: the cache keeps what it says, and every waiter is answered (the
-    /// replies are built under the lock, sent after it).
+    /// Ends lookup `token`: the cache keeps what it says, and every waiter is answered (what
+    /// each gets is taken under the cache lock; the replies are built and sent after it).
     fn finish(&self, token: u64, outcome: cache::Outcome) {
         // The upstream answered, but could not answer for the target (SERVFAIL, REFUSED, ...).
         self.finish_with(token, outcome, QueryError::AliasFailed)

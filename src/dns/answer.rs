@@ -10,10 +10,10 @@ use crate::dns::query::Asked;
 use crate::dns::reply::{self, Refusal};
 use crate::dns::wire::rcode;
 
-/// The reply with rcode `rc` (FORMERR, SERVFAIL, NOTIMP or REFUSED; `None` for any other) to a
-/// query we could not complete, with the Extended DNS Error `ede` when the query had EDNS:
-/// [`reply::failure`] with a raw rcode, as the fuzzer calls it (with SERVFAIL). The daemon itself
-/// goes through [`Refusal`].
+/// The reply with rcode `rc` (FORMERR, SERVFAIL, NOTIMP or REFUSED; `None` for any other, and
+/// when `out` cannot hold a header) to a query we could not complete, as [`Refusal`]s are
+/// written: for SERVFAIL with the Extended DNS Error `ede` when the query had EDNS. The fuzzer
+/// calls it with SERVFAIL; the daemon itself goes through [`reply::failure`].
 pub fn error_reply(
     msg: &[u8],
     asked: &Asked,

@@ -86,7 +86,7 @@ pub struct Query<'m> {
 impl<'m> Query<'m> {
     /// Reads `msg`; `None` when it has no complete header (nothing can be answered). A response
     /// (QR set) is not read past its header: it is never answered (see
-    /// [`crate::dns::answer::Decision::Drop`]), so there is no point walking its records.
+    /// [`crate::dns::decide::Decision::Drop`]), so there is no point walking its records.
     /// `lower` is the caller's scratch for the lower-cased name (a stack array).
     #[inline]
     pub fn read(msg: &'m [u8], lower: &'m mut [u8; MAX_NAME_WIRE]) -> Option<Query<'m>> {

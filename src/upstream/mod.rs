@@ -1,20 +1,24 @@
 //! Everything between us and the upstream DNS servers, with one attempt model for UDP and TCP.
 //!
 //! ```text
-//! attempt.rs  timers (RTT estimate, RTO, back-off, give-up), the reply check, the re-send budget
+//! attempt.rs  the one retransmission Schedule (copies, rotation, back-off, give-up) of UDP and
+//!             TCP, the RTT estimate and RTO, the reply check, the re-send budget
 //! health.rs   up/down from silence (never from single losses), where a query goes first
-//! udp.rs      the UDP relay: slot table, copies with random IDs, one epoll thread per worker
+//! udp/        the UDP relay: mod.rs (query-thread side), table.rs (slots, coalescing, copies
+//!             with random IDs), relay_loop.rs (one epoll thread per worker)
 //! ids.rs      the relay's ID -> slot map, sized to what is in flight
 //! ports.rs    the relay's source ports: a pool of sockets per upstream, replaced as used
-//! tcp.rs      TCP forwarding: parallel attempts on fresh connections, same timers
-//! finish.rs   the one way a passed-on query ends: ID restored, kept for serve-stale, counted
+//! tcp.rs      TCP forwarding: parallel attempts on fresh connections, the same Schedule
+//! finish.rs   the one way a passed-on query ends: ID restored, kept for serve-stale, timed,
+//!             counted, sent
 //! probe.rs    background probes (fast while an upstream is down)
 //! loop_guard.rs the start-up forwarding-loop check
 //! stale.rs    serve-stale (RFC 8767), opt-in
 //! ```
 //!
 //! A query that cannot be completed becomes a [`QueryError`], and [`failure_reply`] turns that
-//! into what the client gets, in one place.
+//! into what the client gets, in one place (called through [`finish::Finish::failed`], and by the
+//! alias resolver for its waiters).
 
 pub(crate) mod attempt;
 pub(crate) mod finish;

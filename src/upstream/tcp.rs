@@ -1,9 +1,11 @@
 //! Forwarding over TCP: a TCP client's query goes upstream over TCP (RFC 7766 §6.2.1 leaves the
 //! transport to us; TCP keeps a large answer whole, which is why the client used it).
 //!
-//! The same attempt model as UDP ([`super::attempt`]): one budget, copies on a back-off schedule
-//! rotated across the upstreams that are up, each copy on a fresh connection with its own random
-//! ID, the first valid reply wins and the other attempts are dropped. TCP retransmits segments
+//! The same retransmission schedule as UDP ([`super::attempt::Schedule`]): one budget, copies on
+//! a back-off schedule rotated across the upstreams that are up, each copy on a fresh connection
+//! with its own random ID, the first valid reply wins and the other attempts are dropped. Like
+//! the UDP relays, it keeps a silence record per upstream ([`super::health::Silence`]), so an
+//! upstream that answers nothing over TCP while asked is marked down too. TCP retransmits segments
 //! itself, so the first re-send waits [`TCP_RTO`] (a lost SYN would otherwise cost the kernel's
 //! 1 s SYN timer); an attempt that fails outright (connection refused or reset, closed before
 //! the reply) is retried after a short back-off instead of failing the query, so an upstream

@@ -1,9 +1,9 @@
 //! The UDP relay: forwards query bytes to the upstreams and their reply bytes back, re-sending
-//! lost queries within the budget (the attempt model of [`super::attempt`]).
+//! lost queries within the budget (the retransmission [`super::attempt::Schedule`]), and
+//! finishing each through [`super::finish`].
 //!
 //! Shape: per worker, a pool of `connect()`ed sockets per upstream ([`super::ports`]), a slot
-//! table for the queries in flight, and
-//! **one relay thread** that waits in `epoll` on all of the worker's upstream sockets at once,
+//! table for the queries in flight ([`table`]), and **one relay thread** ([`relay_loop`]) that waits in `epoll` on all of the worker's upstream sockets at once,
 //! with a timeout that is the earliest real deadline (a re-send or a give-up) and none at all
 //! when nothing is in flight: an idle relay does not wake. The worker's query thread sends the
 //! first copy itself and wakes the relay thread (an eventfd) only when the new deadline is

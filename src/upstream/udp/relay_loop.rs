@@ -311,7 +311,7 @@ impl UdpRelay {
         next
     }
 
-    /// How this relay's client queries end ([`super::finish`]).
+    /// How this relay's client queries end ([`crate::upstream::finish`]).
     fn finish(&self) -> Finish<'_> {
         Finish {
             stats: &self.stats,

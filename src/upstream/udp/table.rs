@@ -46,7 +46,7 @@ pub(super) struct Slot {
     pub(super) copies: [Copy; MAX_COPIES],
     pub(super) schedule: Schedule,
     /// The upstream of the last copy refused it (ICMP port unreachable) and no copy went out
-    /// since: a give-up now is [`QueryError::Unreachable`], not a timeout.
+    /// since: a give-up now is [`crate::upstream::QueryError::Unreachable`], not a timeout.
     pub(super) refused: bool,
     pub(super) first_sent: Instant,
     /// The client's query, kept to re-send and to build the failure reply. Its buffer is reused
@@ -89,7 +89,7 @@ pub(super) struct Table {
     /// What the relay thread sleeps towards (`None`: indefinitely). A query due earlier wakes it.
     pub(super) sleeping_until: Option<Instant>,
     pub(super) sleeping: bool,
-    /// Set by [`UdpRelay::stop`]: the relay thread ends when nothing is in flight or then.
+    /// Set by [`super::UdpRelay::stop`]: the relay thread ends when nothing is in flight or then.
     pub(super) stop_by: Option<Instant>,
 }
 
