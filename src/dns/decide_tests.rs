@@ -2,20 +2,17 @@
 
 use super::*;
 use crate::dns::reply::OUR_UDP_PAYLOAD;
+use crate::dns::test_query::{Q, q, q_wire};
 use crate::dns::wire::{HEADER_LEN, Header, class, flag, rcode, rtype};
 use crate::mapping::file::parse;
 
+/// A query for the wire name `name`, with an OPT of `edns_size` (DO clear) if given.
 fn query(name: &[u8], qtype: u16, edns_size: Option<u16>) -> Vec<u8> {
-    let mut m = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    m.extend_from_slice(name);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    if let Some(size) = edns_size {
-        m[11] = 1;
-        let s = size.to_be_bytes();
-        m.extend_from_slice(&[0, 0, 41, s[0], s[1], 0, 0, 0, 0, 0, 0]);
+    let q = q_wire(name, qtype);
+    match edns_size {
+        Some(size) => q.opt(size, 0, false).bytes(),
+        None => q.bytes(),
     }
-    m
 }
 
 /// Regression (fuzzer): with EDNS, the records must leave room for the OPT record.
@@ -93,103 +90,6 @@ rules:
 "#;
 
     const DB0: &str = "Db-0.db.example.com";
-
-    /// A query, built field by field.
-    #[derive(Clone)]
-    struct Q {
-        flags: u16,
-        questions: Vec<Vec<u8>>,
-        /// (section: 0 answer, 1 authority, 2 additional; record bytes)
-        records: Vec<(usize, Vec<u8>)>,
-    }
-
-    fn wire_name(text: &str) -> Vec<u8> {
-        let mut w = Vec::new();
-        for l in text.split('.').filter(|l| !l.is_empty()) {
-            w.push(l.len() as u8);
-            w.extend_from_slice(l.as_bytes());
-        }
-        w.push(0);
-        w
-    }
-
-    fn q(name: &str, qtype: u16) -> Q {
-        Q::none().question(name, qtype, class::IN)
-    }
-
-    impl Q {
-        fn none() -> Q {
-            Q {
-                flags: flag::RD,
-                questions: Vec::new(),
-                records: Vec::new(),
-            }
-        }
-        fn question(mut self, name: &str, qtype: u16, qclass: u16) -> Q {
-            let mut b = wire_name(name);
-            b.extend_from_slice(&qtype.to_be_bytes());
-            b.extend_from_slice(&qclass.to_be_bytes());
-            self.questions.push(b);
-            self
-        }
-        fn class(self, qclass: u16) -> Q {
-            let mut s = self;
-            let b = s.questions.last_mut().unwrap();
-            let n = b.len();
-            b[n - 2..].copy_from_slice(&qclass.to_be_bytes());
-            s
-        }
-        fn flags(mut self, flags: u16) -> Q {
-            self.flags = flags;
-            self
-        }
-        fn opcode(self, opcode: u16) -> Q {
-            let f = self.flags | (opcode << 11);
-            self.flags(f)
-        }
-        fn record(mut self, section: usize, bytes: Vec<u8>) -> Q {
-            self.records.push((section, bytes));
-            self
-        }
-        /// OPT with UDP size `size`, `version`, DO set.
-        fn edns_v(self, size: u16, version: u8) -> Q {
-            let s = size.to_be_bytes();
-            self.record(2, vec![0, 0, 41, s[0], s[1], 0, version, 0x80, 0, 0, 0])
-        }
-        fn edns(self, size: u16) -> Q {
-            self.edns_v(size, 0)
-        }
-        /// A TSIG record, key `k.`, hmac-sha256, empty MAC.
-        fn tsig(self, section: usize) -> Q {
-            let mut r = b"\x01k\x00".to_vec();
-            r.extend_from_slice(&rtype::TSIG.to_be_bytes());
-            r.extend_from_slice(&[0, 255, 0, 0, 0, 0, 0, 29]);
-            r.extend_from_slice(b"\x0bhmac-sha256\x00");
-            r.extend_from_slice(&[0, 0, 0x65, 0, 0, 0, 1, 44, 0, 0, 0xab, 0xcd, 0, 0, 0, 0]);
-            self.record(section, r)
-        }
-        fn bytes(&self) -> Vec<u8> {
-            let count = |s| self.records.iter().filter(|(x, _)| *x == s).count() as u16;
-            let mut m = vec![0xab, 0xcd];
-            for w in [
-                self.flags,
-                self.questions.len() as u16,
-                count(0),
-                count(1),
-                count(2),
-            ] {
-                m.extend_from_slice(&w.to_be_bytes());
-            }
-            for b in &self.questions {
-                m.extend_from_slice(b);
-            }
-            // In the order given: a test may put records out of section order on purpose.
-            for (_, r) in &self.records {
-                m.extend_from_slice(r);
-            }
-            m
-        }
-    }
 
     /// What a row expects.
     #[derive(Debug, PartialEq, Eq)]

@@ -7,4 +7,6 @@ pub mod decide;
 pub mod outcome;
 pub mod query;
 pub mod reply;
+#[cfg(test)]
+pub(crate) mod test_query;
 pub mod wire;

@@ -166,16 +166,13 @@ impl<'m> Query<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::test_query::q_wire;
     use crate::dns::wire::rtype;
 
+    /// A query for the wire name `name`, A, with an OPT (1232, DO) when `opt`.
     fn query(name: &[u8], opt: bool) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(opt)];
-        m.extend_from_slice(name);
-        m.extend_from_slice(&[0, 1, 0, 1]);
-        if opt {
-            m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
-        }
-        m
+        let q = q_wire(name, rtype::A).id(0x1234);
+        if opt { q.edns(1232) } else { q }.bytes()
     }
 
     #[test]

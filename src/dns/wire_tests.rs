@@ -1,13 +1,11 @@
 //! Tests of [`super`].
 
 use super::*;
+use crate::dns::test_query::q_wire;
 
+/// A query for the wire name `name` as given, `qtype`.
 fn query(name: &[u8], qtype: u16) -> Vec<u8> {
-    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    m.extend_from_slice(name);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    m
+    q_wire(name, qtype).id(0x1234).bytes()
 }
 
 #[test]

@@ -238,7 +238,8 @@ mod tests {
 
     use super::*;
     use crate::config::{Config, MappingSource};
-    use crate::dns::wire::rcode;
+    use crate::dns::test_query::q_wire;
+    use crate::dns::wire::{rcode, rtype};
     use crate::stats::Proto;
 
     #[derive(Default)]
@@ -288,12 +289,9 @@ mod tests {
         Shared::new(mapping, &config)
     }
 
+    /// A query for the wire name `name`, A, with ID `id`.
     fn query(name: &[u8], id: u16) -> Vec<u8> {
-        let mut m = id.to_be_bytes().to_vec();
-        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        m.extend_from_slice(name);
-        m.extend_from_slice(&[0, 1, 0, 1]);
-        m
+        q_wire(name, rtype::A).id(id).bytes()
     }
 
     const DB0: &[u8] = b"\x04DB-0\x02db\x07example\x03com\x00";

@@ -131,16 +131,13 @@ pub(crate) fn failure_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::wire::rcode;
+    use crate::dns::test_query::q;
+    use crate::dns::wire::{rcode, rtype};
 
     /// `www.example.org A`, with an OPT record (1232, DO) when `edns`.
     fn query(edns: bool) -> Vec<u8> {
-        let mut m = vec![0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
-        m.extend_from_slice(b"\x03www\x07example\x03org\x00\x00\x01\x00\x01");
-        if edns {
-            m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
-        }
-        m
+        let q = q("www.example.org", rtype::A).id(0xbeef);
+        if edns { q.edns(1232) } else { q }.bytes()
     }
 
     /// What the client gets for each error: SERVFAIL with the question, the OPT when asked with

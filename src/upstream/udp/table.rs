@@ -227,6 +227,8 @@ mod tests {
     use mio::Poll;
 
     use super::*;
+    use crate::dns::test_query::q_wire;
+    use crate::dns::wire::rtype;
     use crate::upstream::attempt::DOWN_INTERVAL;
     use crate::upstream::health::test_health as health;
 
@@ -285,7 +287,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut t, _poll) = table(1, 4, t0);
         for index in 0..2 {
-            let query = [0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+            let query = q_wire(b"\x00", rtype::A).id(0).bytes();
             t.slots.push(Slot {
                 live: true,
                 asked: Asked::read(&query).expect("readable"),
