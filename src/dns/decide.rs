@@ -41,9 +41,10 @@ impl From<Reply> for Decision {
     }
 }
 
-/// Why a query is not answered with records: a signature we cannot check, or a refusal.
+/// Why a query is not answered with records: a signature we cannot check (the query's TSIG
+/// record, with its EDNS), or a refusal.
 enum Stop {
-    NotAuth(Question, Option<Edns>, Tsig),
+    NotAuth(Option<Edns>, Tsig),
     Refuse(Refusal),
 }
 
@@ -68,9 +69,13 @@ pub fn decide(
             let reply = reply::refusal(msg, header, question, edns, r, out);
             return reply.map_or(Decision::Drop, Decision::from);
         }
-        Err(Stop::NotAuth(q, edns, tsig)) => {
+        Err(Stop::NotAuth(edns, tsig)) => {
+            // `screen` stops with NotAuth only for a query with its one question.
+            let Some(q) = query.question() else {
+                return Decision::Drop;
+            };
             let limit = reply::reply_limit(transport, edns);
-            return reply::notauth(msg, header, &q, edns, &tsig, limit, out).into();
+            return reply::notauth(msg, header, q, edns, &tsig, limit, out).into();
         }
     };
     let found = snapshot.find(query.name_lower());
@@ -90,7 +95,7 @@ pub fn decide(
     let limit = reply::reply_limit(transport, edns);
     match ours(question, &extras) {
         Ok(()) => {}
-        Err(Stop::NotAuth(_, edns, tsig)) => {
+        Err(Stop::NotAuth(edns, tsig)) => {
             return reply::notauth(msg, header, question, edns, &tsig, limit, out).into();
         }
         Err(Stop::Refuse(r)) => {
@@ -125,10 +130,10 @@ fn screen<'q>(query: &'q Query<'_>, transport: Transport) -> Result<&'q Question
         // RFC 8945 §5.2: a signature is checked before anything else is acted on, the opcode
         // included, and we hold no keys: a signed NOTIFY or UPDATE gets NOTAUTH / BADKEY (as
         // knot answers it). Such messages are never forwarded, whoever's the name.
-        if let (Some(q), Ok(extras)) = (query.question(), query.extras())
+        if let (Some(_), Ok(extras)) = (query.question(), query.extras())
             && let Some(Ok(tsig)) = extras.tsig
         {
-            return Err(Stop::NotAuth(*q, extras.edns, tsig));
+            return Err(Stop::NotAuth(extras.edns, tsig));
         }
         return Err(Stop::Refuse(Refusal::NotImp));
     }
@@ -145,7 +150,7 @@ fn ours(question: &Question, extras: &Extras) -> Result<(), Stop> {
     // unchanged (the upstream may know the key).
     match extras.tsig {
         None => {}
-        Some(Ok(tsig)) => return Err(Stop::NotAuth(*question, extras.edns, tsig)),
+        Some(Ok(tsig)) => return Err(Stop::NotAuth(extras.edns, tsig)),
         // Misplaced (not last, or two) or unreadable: FORMERR (RFC 8945 §5.2).
         Some(Err(_)) => return Err(Stop::Refuse(Refusal::FormErr)),
     }
