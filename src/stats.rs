@@ -1,15 +1,18 @@
-//! Query counters and latency histograms: one block per worker (and one for TCP), summed only
-//! when read (a `/metrics` scrape, a test).
+//! Query counters and latency histograms: one block per UDP worker (its query thread and its
+//! relay thread), one per TCP listener (one per listen address: its connections' tasks), and one
+//! for alias lookups retried over TCP; summed only when read (a `/metrics` scrape, a test).
 //!
-//! Each block is written by its own worker's threads only, with relaxed atomic adds on cache
-//! lines of its own, so counting costs a few nanoseconds and no worker ever contends with
-//! another.
+//! A block is written with relaxed atomic adds, on cache lines of its own ([`WorkerStats`] is
+//! aligned to 128 bytes), so counting costs a few nanoseconds and workers do not contend. Almost
+//! every write comes from the block's own threads; the exception is an alias answer that waited
+//! for its lookup, counted in its client's block by whichever thread finished the lookup (a relay
+//! thread, or the runtime for a TCP retry).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::dns::answer::Outcome;
+use crate::dns::outcome::Outcome;
 
 /// Upper bounds of the latency buckets, in seconds (Prometheus `le`).
 pub(crate) const LATENCY_BUCKETS: [f64; 14] = [

@@ -33,12 +33,15 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::dns::answer::{self, Outcome, Rdata, Transport};
+use crate::dns::decide;
+use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::Asked;
+use crate::dns::reply::{self, Rdata, Reply};
 use crate::dns::wire::{HEADER_LEN, MAX_NAME_WIRE, ede, rtype};
 use crate::mapping::{Found, Snapshot, name};
 use crate::stats::WorkerStats;
 use crate::upstream::QueryError;
+use crate::upstream::finish::{Finish, send_udp};
 use crate::upstream::tcp::TcpForwarder;
 use crate::upstream::udp::UdpRelay;
 use cache::{Cache, Footprint, Policy, Served, Step};
@@ -100,9 +103,14 @@ pub(crate) trait AliasClient {
 /// The target a chain of rules leads to, or a local end of it. Returned once per query on the
 /// stack: boxing the key would allocate on the hot path, which the size difference does not cost.
 #[allow(clippy::large_enum_variant)]
-enum Chain {
-    /// Answered from the mapping (the target is itself mapped): records and the TTL cap.
-    Local(Vec<(u16, u32, Vec<u8>)>, u32),
+enum Chain<'s> {
+    /// Answered from the mapping (the target is itself mapped, `found` there): the records of
+    /// `qtype` ([`decide::local_records`], as a local answer), with the TTL cap of the rules.
+    Local {
+        found: Found<'s>,
+        qtype: u16,
+        cap: u32,
+    },
     /// Ask the upstream for `key` (target wire name + type); `cap` is the rules' TTL cap.
     Target {
         key: [u8; MAX_KEY],
@@ -195,11 +203,15 @@ impl AliasResolver {
         let serial = snapshot.content_hash as u32;
         let (key, len, cap) = match chain(snapshot, rule, name_lower, qtype) {
             Chain::Fail(e) => return AliasStep::Failed(e),
-            Chain::Local(records, cap) => {
-                let iter = records
-                    .iter()
-                    .map(|(t, ttl, r)| (*t, *ttl, Rdata::Bytes(r)));
-                let (len, outcome) = write(msg, asked, transport, iter, (cap, serial), None, out);
+            Chain::Local { found, qtype, cap } => {
+                let Some((records, ttl)) = decide::local_records(snapshot, found, qtype) else {
+                    return AliasStep::Failed(QueryError::AliasFailed);
+                };
+                // The name's TTL, at most the rules' cap: for every record and the SOA.
+                let cap = cap.min(ttl.unwrap_or(cap));
+                let iter = records.map(move |(t, _, r)| (t, cap, r));
+                let Reply { len, outcome } =
+                    write(msg, asked, transport, iter, (cap, serial), None, out);
                 return AliasStep::Reply { len, outcome };
             }
             Chain::Target { key, len, cap } => (key, len, cap),
@@ -238,7 +250,8 @@ impl AliasResolver {
             (data.ttl_left(now).min(cap), None)
         };
         let iter = data.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
-        let (len, mut outcome) = write(msg, asked, transport, iter, (ttl, serial), ede, out);
+        let Reply { len, mut outcome } =
+            write(msg, asked, transport, iter, (ttl, serial), ede, out);
         if stale {
             outcome = Outcome::Stale;
         }
@@ -326,8 +339,17 @@ impl AliasResolver {
                 return me.finish(token, cache::Outcome::Failed);
             };
             let mut reply = Vec::new();
+            let started = Instant::now();
             match tcp.forward(&query, &asked, &mut reply, &stats).await {
                 Ok(()) => {
+                    // Finished like a forward over TCP, but not counted (no client asked it)
+                    // and not kept for serve-stale (nor is a lookup answered over UDP).
+                    let finish = Finish {
+                        stats: &stats,
+                        stale: None,
+                        transport: Transport::Tcp,
+                    };
+                    finish.relayed(&query, &asked, &mut reply, started, Instant::now());
                     let (target, qtype) = key.split_at(key.len() - 2);
                     let qtype = u16::from_be_bytes([qtype[0], qtype[1]]);
                     let end = asked.question.end();
@@ -348,8 +370,8 @@ impl AliasResolver {
         });
     }
 
-    /// Ends lookup `token`: the cache keeps what it says, and every waiter is answered (the
-    /// replies are built under the lock, sent after it).
+    /// Ends lookup `token`: the cache keeps what it says, and every waiter is answered (what
+    /// each gets is taken under the cache lock; the replies are built and sent after it).
     fn finish(&self, token: u64, outcome: cache::Outcome) {
         // The upstream answered, but could not answer for the target (SERVFAIL, REFUSED, ...).
         self.finish_with(token, outcome, QueryError::AliasFailed)
@@ -363,56 +385,45 @@ impl AliasResolver {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&token);
         let now = Instant::now();
-        let mut replies: Vec<(Sink, Vec<u8>, Outcome)> = Vec::new();
+        // Under the cache lock only what each waiter gets (the records are shared, not copied);
+        // the replies are built and sent after it.
+        let mut done: Vec<(Waiter, Option<(cache::Data, bool)>)> = Vec::new();
         self.lock().complete(token, outcome, now, |w, served| {
-            let mut out = vec![0u8; answer::reply_limit_for(w.transport)];
-            let (len, outcome) = match served {
-                Served::Fresh(d) => {
-                    let ttl = d.ttl_left(now).min(w.cap);
+            let kept = match served {
+                Served::Fresh(d) => Some((d.clone(), false)),
+                Served::Stale(d) => Some((d.clone(), true)),
+                Served::Fail => None,
+            };
+            done.push((w, kept));
+        });
+        for (w, kept) in done {
+            let mut out = vec![0u8; reply::reply_limit_for(w.transport)];
+            let outcome = match kept {
+                Some((d, stale)) => {
+                    let (ttl, ede) = if stale {
+                        (cache::STALE_TTL, Some(ede::STALE_ANSWER))
+                    } else {
+                        (d.ttl_left(now).min(w.cap), None)
+                    };
                     let iter = d.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
-                    write(
-                        &w.query,
-                        &w.asked,
-                        w.transport,
-                        iter,
-                        (ttl, w.serial),
-                        None,
-                        &mut out,
-                    )
+                    let soa = (ttl, w.serial);
+                    let r = write(&w.query, &w.asked, w.transport, iter, soa, ede, &mut out);
+                    out.truncate(r.len);
+                    if stale { Outcome::Stale } else { r.outcome }
                 }
-                Served::Stale(d) => {
-                    let ttl = cache::STALE_TTL;
-                    let iter = d.records.iter().map(|(t, r)| (*t, ttl, Rdata::Bytes(r)));
-                    let (len, _) = write(
-                        &w.query,
-                        &w.asked,
-                        w.transport,
-                        iter,
-                        (ttl, w.serial),
-                        Some(ede::STALE_ANSWER),
-                        &mut out,
-                    );
-                    (len, Outcome::Stale)
-                }
-                Served::Fail => {
-                    let mut fail = Vec::new();
-                    let outcome = crate::upstream::failure_reply(
+                None => {
+                    out.clear();
+                    crate::upstream::failure_reply(
                         &w.query,
                         &w.asked,
                         err,
                         None,
                         w.transport,
-                        &mut fail,
-                    );
-                    out = fail;
-                    (out.len(), outcome)
+                        &mut out,
+                    )
                 }
             };
-            out.truncate(len);
-            replies.push((w.sink, out, outcome));
-        });
-        for (sink, reply, outcome) in replies {
-            match sink {
+            match w.sink {
                 Sink::Udp {
                     socket,
                     peer,
@@ -421,14 +432,11 @@ impl AliasResolver {
                 } => {
                     // Counted before it leaves, so that whoever got it sees it counted.
                     stats.count(outcome);
-                    if !reply.is_empty() {
-                        let mut scratch = [0u8; 512];
-                        let reply = crate::server::allow::limited(&reply, limit, &mut scratch);
-                        let _ = socket.send_to(reply, peer);
-                    }
+                    send_udp(&socket, peer, &out, limit);
                 }
+                // Counted by the connection's task, which sends it if the client is still there.
                 Sink::Tcp(tx) => {
-                    let _ = tx.send((reply, outcome));
+                    let _ = tx.send((out, outcome));
                 }
             }
         }
@@ -446,20 +454,22 @@ fn write<'r>(
     soa: (u32, u32),
     ede: Option<u16>,
     out: &mut Vec<u8>,
-) -> (usize, Outcome) {
-    let r = answer::records_answer(msg, asked, transport, records.clone(), soa, ede, out);
-    if transport == Transport::Tcp && r.2 && out.len() < u16::MAX as usize {
+) -> Reply {
+    let r = reply::records_answer(msg, asked, transport, records.clone(), soa, ede, out);
+    if transport == Transport::Tcp
+        && reply::is_truncated(out, r.len)
+        && out.len() < u16::MAX as usize
+    {
         out.resize(u16::MAX as usize, 0);
-        let r = answer::records_answer(msg, asked, transport, records, soa, ede, out);
-        return (r.0, r.1);
+        return reply::records_answer(msg, asked, transport, records, soa, ede, out);
     }
-    (r.0, r.1)
+    r
 }
 
 /// Follows `rule` from `name_lower` (the asked name, lower-cased wire form) through the mapping:
 /// to a target for the upstream, or to a mapped name answered here. `qtype` ANY asks for the
 /// addresses (RFC 8482 §4.1: a subset is a valid answer to ANY).
-fn chain(snapshot: &Snapshot, rule: usize, name_lower: &[u8], qtype: u16) -> Chain {
+fn chain<'s>(snapshot: &'s Snapshot, rule: usize, name_lower: &[u8], qtype: u16) -> Chain<'s> {
     let qtype = if qtype == rtype::ANY { rtype::A } else { qtype };
     let Some(rules) = snapshot.rules() else {
         return Chain::Fail(QueryError::AliasFailed);
@@ -483,30 +493,7 @@ fn chain(snapshot: &Snapshot, rule: usize, name_lower: &[u8], qtype: u16) -> Cha
                     None => return Chain::Fail(QueryError::AliasFailed),
                 }
             }
-            Found::Entry(e) => {
-                cap = cap.min(e.ttl);
-                let mut records = Vec::new();
-                if qtype == rtype::A {
-                    records.extend(e.v4.iter().map(|a| (rtype::A, cap, a.octets().to_vec())));
-                }
-                if qtype == rtype::AAAA {
-                    records.extend(e.v6.iter().map(|a| (rtype::AAAA, cap, a.octets().to_vec())));
-                }
-                return Chain::Local(records, cap);
-            }
-            Found::Ptr(ip) => {
-                let ttl = snapshot.owners(ip).map(|(_, t)| t).min().unwrap_or(cap);
-                cap = cap.min(ttl);
-                let records = if qtype == rtype::PTR {
-                    snapshot
-                        .owners(ip)
-                        .map(|(o, _)| (rtype::PTR, cap, o.to_vec()))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                return Chain::Local(records, cap);
-            }
+            Found::Entry(_) | Found::Ptr(_) => return Chain::Local { found, qtype, cap },
             Found::None => {
                 let mut key = [0u8; MAX_KEY];
                 key[..wire.len()].copy_from_slice(&wire);

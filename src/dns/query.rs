@@ -86,7 +86,7 @@ pub struct Query<'m> {
 impl<'m> Query<'m> {
     /// Reads `msg`; `None` when it has no complete header (nothing can be answered). A response
     /// (QR set) is not read past its header: it is never answered (see
-    /// [`crate::dns::answer::Decision::Drop`]), so there is no point walking its records.
+    /// [`crate::dns::decide::Decision::Drop`]), so there is no point walking its records.
     /// `lower` is the caller's scratch for the lower-cased name (a stack array).
     #[inline]
     pub fn read(msg: &'m [u8], lower: &'m mut [u8; MAX_NAME_WIRE]) -> Option<Query<'m>> {
@@ -166,16 +166,13 @@ impl<'m> Query<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::test_query::q_wire;
     use crate::dns::wire::rtype;
 
+    /// A query for the wire name `name`, A, with an OPT (1232, DO) when `opt`.
     fn query(name: &[u8], opt: bool) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(opt)];
-        m.extend_from_slice(name);
-        m.extend_from_slice(&[0, 1, 0, 1]);
-        if opt {
-            m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
-        }
-        m
+        let q = q_wire(name, rtype::A).id(0x1234);
+        if opt { q.edns(1232) } else { q }.bytes()
     }
 
     #[test]

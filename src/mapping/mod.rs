@@ -144,7 +144,7 @@ impl Snapshot {
     }
 
     /// Every mapped name holding `ip`, with its TTL, in file order.
-    pub fn owners(&self, ip: IpAddr) -> impl Iterator<Item = (&[u8], u32)> {
+    pub fn owners(&self, ip: IpAddr) -> impl Iterator<Item = (&[u8], u32)> + Clone {
         let first = self.by_addr.get(&ip).copied();
         let more = self
             .more_owners

@@ -1,24 +1,27 @@
 //! The per-query path both transports share, so that UDP and TCP cannot drift apart: the query
-//! read once ([`Query::read`]), the local decision ([`crate::dns::answer::decide`]), the loop
+//! read once ([`Query::read`]), the local decision ([`crate::dns::decide::decide`]), the loop
 //! guard, the one outcome count of a query answered at once, the one `--query-log` line per
 //! query, and the failure reply of a query the upstream side would not take.
 //!
 //! What differs between the transports is only where bytes go, the [`Client`]: a UDP worker
 //! sends a reply with `send_to` and hands a forwarded query to its relay; a TCP connection frames
 //! the reply for its writer task and forwards from a task of its own. Either way the answer that
-//! comes later ends in the same counters and, on failure, in [`crate::upstream::failure_reply`].
+//! comes later ends the same way, in [`crate::upstream::finish`].
 
 use std::net::SocketAddr;
 
 use tracing::info;
 
 use crate::alias::{AliasClient, AliasStep};
-use crate::dns::answer::{self, Decision, OUR_UDP_PAYLOAD, Outcome, Transport};
+use crate::dns::decide::{self, Decision};
+use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::{Asked, Query};
-use crate::dns::wire::{MAX_NAME_WIRE, flag};
+use crate::dns::reply;
+use crate::dns::wire::MAX_NAME_WIRE;
 use crate::shared::Shared;
 use crate::stats::WorkerStats;
-use crate::upstream::{QueryError, failure_reply};
+use crate::upstream::QueryError;
+use crate::upstream::finish::Finish;
 
 /// Where a query's reply goes and how it leaves for the upstream: what a transport implements
 /// (with [`AliasClient`]: where an alias answer that waits for a lookup goes). [`handle`] is
@@ -55,13 +58,9 @@ pub(crate) struct Buffers {
 
 impl Buffers {
     pub(crate) fn new(transport: Transport) -> Buffers {
-        let size = match transport {
-            Transport::Udp => OUR_UDP_PAYLOAD as usize,
-            // Most TCP answers fit; one that does not is decided again in a full-size buffer.
-            Transport::Tcp => 4096,
-        };
+        // Most TCP answers fit; one that does not is decided again in a full-size buffer.
         Buffers {
-            out: vec![0; size],
+            out: vec![0; reply::reply_limit_for(transport)],
             fail: Vec::new(),
         }
     }
@@ -121,8 +120,12 @@ pub(crate) fn handle<C: Client>(
     };
     // Not taken at once (no slot free, no room to wait for a lookup): no stale answer either,
     // the upstreams were not even asked.
-    let outcome = failure_reply(msg, &asked, err, None, transport, &mut buffers.fail);
-    stats.count(outcome);
+    let finish = Finish {
+        stats,
+        stale: None,
+        transport,
+    };
+    finish.failed(msg, &asked, err, &mut buffers.fail);
     if !buffers.fail.is_empty() {
         client.reply(&buffers.fail);
     }
@@ -142,17 +145,16 @@ fn decide<C: Client>(
 ) -> (Next, &'static str) {
     let snapshot = shared.mapping.load();
     let decision = {
-        let mut d = answer::decide(query, &snapshot, transport, out);
+        let mut d = decide::decide(query, &snapshot, transport, out);
         // Over TCP the whole answer always fits (RFC 7766 §8): retry a truncated one in a
         // full-size buffer.
         if transport == Transport::Tcp
             && let Decision::Reply { len, .. } = d
-            && len >= 4
-            && u16::from_be_bytes([out[2], out[3]]) & flag::TC != 0
+            && reply::is_truncated(out, len)
             && out.len() < u16::MAX as usize
         {
             out.resize(u16::MAX as usize, 0);
-            d = answer::decide(query, &snapshot, transport, out);
+            d = decide::decide(query, &snapshot, transport, out);
         }
         d
     };
@@ -236,7 +238,8 @@ mod tests {
 
     use super::*;
     use crate::config::{Config, MappingSource};
-    use crate::dns::wire::rcode;
+    use crate::dns::test_query::q_wire;
+    use crate::dns::wire::{rcode, rtype};
     use crate::stats::Proto;
 
     #[derive(Default)]
@@ -286,12 +289,9 @@ mod tests {
         Shared::new(mapping, &config)
     }
 
+    /// A query for the wire name `name`, A, with ID `id`.
     fn query(name: &[u8], id: u16) -> Vec<u8> {
-        let mut m = id.to_be_bytes().to_vec();
-        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        m.extend_from_slice(name);
-        m.extend_from_slice(&[0, 1, 0, 1]);
-        m
+        q_wire(name, rtype::A).id(id).bytes()
     }
 
     const DB0: &[u8] = b"\x04DB-0\x02db\x07example\x03com\x00";

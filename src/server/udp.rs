@@ -1,4 +1,6 @@
-//! UDP listener: one `SO_REUSEPORT` socket and one blocking thread per worker.
+//! UDP listener: one `SO_REUSEPORT` socket and two threads per worker: its query thread
+//! (`udp-N`, [`UdpWorker::serve`], blocked in `recv_from`) and its relay thread (`relay-N`,
+//! [`crate::upstream::udp`], blocked in `epoll` on the worker's upstream sockets).
 //!
 //! The kernel spreads datagrams over the sockets by flow hash, so workers share nothing on the
 //! query path: each has its own socket, buffers, counters and relay; the mapping is read through
@@ -17,8 +19,8 @@ use tracing::info;
 
 use crate::alias::{AliasClient, Sink};
 use crate::config::Config;
-use crate::dns::answer::Outcome;
-use crate::dns::answer::Transport;
+use crate::dns::outcome::Outcome;
+use crate::dns::outcome::Transport;
 use crate::dns::query::Asked;
 use crate::lifecycle::Threads;
 use crate::server::allow::{Verdict, limited, udp_limit};

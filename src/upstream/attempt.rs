@@ -17,6 +17,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::health::UpstreamHealth;
 use crate::dns::wire::{self, flag};
 
 /// Floor of the retransmission timeout.
@@ -43,6 +44,119 @@ pub(crate) fn give_up_at(start: Instant, budget: Duration) -> Instant {
 pub(crate) fn backoff(rto: Duration, sent: usize) -> Duration {
     let doublings = (sent.saturating_sub(1) / 2).min(8) as u32;
     (rto * (1 << doublings)).min(RTO_MAX)
+}
+
+/// The wait after copy number `sent` to an upstream whose timer is `rto`: [`backoff`], and at
+/// least [`DOWN_INTERVAL`] for an upstream that is down (asked, but not hammered).
+pub(crate) fn interval(rto: Duration, healthy: bool, sent: usize) -> Duration {
+    let b = backoff(rto, sent);
+    if healthy { b } else { b.max(DOWN_INTERVAL) }
+}
+
+/// One query's retransmission schedule, the same for a UDP relay slot and a TCP forward: how many
+/// copies went out and to which upstream last, when the next is due, and when the client gets
+/// the failure reply. The forwarder says how long a copy's timer is ([`interval`] with the
+/// upstream's RTO over UDP, a fixed one over TCP) and sends the copies; the rotation, the cap on
+/// copies and the give-up are here.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    sent: usize,
+    max: usize,
+    /// The upstream of the last copy.
+    last: usize,
+    /// When the next copy goes out (`give_up` once no copy is left to send).
+    next_at: Instant,
+    give_up: Instant,
+}
+
+/// What a [`Schedule`] says at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Nothing is due yet.
+    Wait,
+    /// The next copy is due: to [`Schedule::target`].
+    Copy,
+    /// A copy was due, but every copy allowed went out: now only the give-up is (the copy's
+    /// timer still expired).
+    Exhausted,
+    /// The budget is over: the failure reply.
+    GiveUp,
+}
+
+impl Schedule {
+    /// The schedule of a query first sent at `now` (to nothing yet), with `budget` and at most
+    /// `max` copies.
+    pub(crate) fn new(now: Instant, budget: Duration, max: usize) -> Schedule {
+        Schedule {
+            sent: 0,
+            max,
+            last: 0,
+            next_at: now,
+            give_up: give_up_at(now, budget),
+        }
+    }
+
+    pub(crate) fn sent(&self) -> usize {
+        self.sent
+    }
+
+    pub(crate) fn give_up(&self) -> Instant {
+        self.give_up
+    }
+
+    /// When something is next due: a copy or the give-up.
+    pub(crate) fn due(&self) -> Instant {
+        self.next_at.min(self.give_up)
+    }
+
+    /// Whether another copy may still go out.
+    pub(crate) fn can_copy(&self) -> bool {
+        self.sent < self.max
+    }
+
+    /// What is due at `now`; an expired timer with no copy left defers to the give-up.
+    pub(crate) fn step(&mut self, now: Instant) -> Step {
+        if now >= self.give_up {
+            return Step::GiveUp;
+        }
+        if now < self.next_at {
+            return Step::Wait;
+        }
+        if !self.can_copy() {
+            self.next_at = self.give_up;
+            return Step::Exhausted;
+        }
+        Step::Copy
+    }
+
+    /// Where the next copy goes: the next upstream that is up after the last one
+    /// ([`UpstreamHealth::after`]), or for the first copy the first one up.
+    pub(crate) fn target(&self, health: &UpstreamHealth) -> usize {
+        if self.sent == 0 {
+            health.first()
+        } else {
+            health.after(self.last)
+        }
+    }
+
+    /// A copy went to `u`.
+    pub(crate) fn sent_to(&mut self, u: usize) {
+        self.sent += 1;
+        self.last = u;
+    }
+
+    /// The next copy is due `wait` after `now`.
+    pub(crate) fn next_after(&mut self, now: Instant, wait: Duration) {
+        self.next_at = now + wait;
+    }
+
+    /// The next copy is due at `at` if that is sooner (a copy that failed outright, an upstream
+    /// that refused or came back), unless none is left to send.
+    pub(crate) fn hurry(&mut self, at: Instant) {
+        if self.can_copy() {
+            self.next_at = self.next_at.min(at);
+        }
+    }
 }
 
 /// RFC 6298 §2 estimator, in microseconds (integer arithmetic, gains 1/8 and 1/4).
@@ -204,6 +318,37 @@ mod tests {
         let later = t0 + Duration::from_secs(1);
         assert!((0..100).all(|_| b.take(later)));
         assert!(!b.take(later));
+    }
+
+    /// The schedule both forwarders follow: copies rotate over the upstreams, at most `max` of
+    /// them, an expired timer with none left defers to the give-up, which comes last.
+    #[test]
+    fn a_schedule_rotates_copies_up_to_its_cap_then_waits_for_the_give_up() {
+        let t0 = Instant::now();
+        let ms = |n| Duration::from_millis(n);
+        let h = crate::upstream::health::test_health(2);
+        let mut s = Schedule::new(t0, Duration::from_secs(2), 2);
+        assert_eq!((s.step(t0), s.target(&h)), (Step::Copy, 0));
+        s.sent_to(0);
+        s.next_after(t0, ms(100));
+        assert_eq!((s.step(t0 + ms(50)), s.due()), (Step::Wait, t0 + ms(100)));
+        s.hurry(t0 + ms(60));
+        assert_eq!(s.step(t0 + ms(60)), Step::Copy, "hurried");
+        assert_eq!(s.target(&h), 1, "the next upstream");
+        s.sent_to(1);
+        s.next_after(t0 + ms(60), ms(100));
+        s.hurry(t0 + ms(70));
+        assert_eq!(s.due(), t0 + ms(160), "no copy left to hurry");
+        assert_eq!(s.step(t0 + ms(160)), Step::Exhausted);
+        assert_eq!(s.due(), t0 + ms(1900));
+        assert_eq!(s.step(t0 + ms(1000)), Step::Wait);
+        assert_eq!(s.step(t0 + ms(1900)), Step::GiveUp);
+        assert_eq!(interval(ms(50), true, 1), ms(50));
+        assert_eq!(
+            interval(ms(50), false, 1),
+            DOWN_INTERVAL,
+            "a down upstream, slowly"
+        );
     }
 
     #[test]

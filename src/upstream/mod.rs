@@ -1,21 +1,27 @@
 //! Everything between us and the upstream DNS servers, with one attempt model for UDP and TCP.
 //!
 //! ```text
-//! attempt.rs  timers (RTT estimate, RTO, back-off, give-up), the reply check, the re-send budget
+//! attempt.rs  the one retransmission Schedule (copies, rotation, back-off, give-up) of UDP and
+//!             TCP, the RTT estimate and RTO, the reply check, the re-send budget
 //! health.rs   up/down from silence (never from single losses), where a query goes first
-//! udp.rs      the UDP relay: slot table, copies with random IDs, one epoll thread per worker
+//! udp/        the UDP relay: mod.rs (query-thread side), table.rs (slots, coalescing, copies
+//!             with random IDs), relay_loop.rs (one epoll thread per worker)
 //! ids.rs      the relay's ID -> slot map, sized to what is in flight
 //! ports.rs    the relay's source ports: a pool of sockets per upstream, replaced as used
-//! tcp.rs      TCP forwarding: parallel attempts on fresh connections, same timers
+//! tcp.rs      TCP forwarding: parallel attempts on fresh connections, the same Schedule
+//! finish.rs   the one way a passed-on query ends: ID restored, kept for serve-stale, timed,
+//!             counted, sent
 //! probe.rs    background probes (fast while an upstream is down)
 //! loop_guard.rs the start-up forwarding-loop check
 //! stale.rs    serve-stale (RFC 8767), opt-in
 //! ```
 //!
 //! A query that cannot be completed becomes a [`QueryError`], and [`failure_reply`] turns that
-//! into what the client gets, in one place.
+//! into what the client gets, in one place (called through [`finish::Finish::failed`], and by the
+//! alias resolver for its waiters).
 
 pub(crate) mod attempt;
+pub(crate) mod finish;
 pub(crate) mod health;
 mod ids;
 pub(crate) mod loop_guard;
@@ -27,9 +33,10 @@ pub(crate) mod udp;
 
 use std::time::Instant;
 
-use crate::dns::answer::{self, Outcome, Transport};
+use crate::dns::outcome::{Outcome, Transport};
 use crate::dns::query::Asked;
-use crate::dns::wire::{CLASSIC_UDP_SIZE, ede, rcode};
+use crate::dns::reply::{self, Refusal};
+use crate::dns::wire::{CLASSIC_UDP_SIZE, ede};
 use stale::StaleCache;
 
 /// Why a forwarded query got no upstream reply.
@@ -109,25 +116,28 @@ pub(crate) fn failure_reply(
     // Header, question and OPT: at most 12 + 255 + 4 + 11 octets.
     out.clear();
     out.resize(CLASSIC_UDP_SIZE, 0);
-    match answer::error_reply(query, asked, rcode::SERVFAIL, err.extended_error(), out) {
-        Some(len) => out.truncate(len),
-        None => out.clear(),
+    match reply::failure(query, asked, Refusal::ServFail(err.extended_error()), out) {
+        Some(r) => {
+            out.truncate(r.len);
+            r.outcome
+        }
+        None => {
+            out.clear();
+            Outcome::ServFail
+        }
     }
-    Outcome::ServFail
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::test_query::q;
+    use crate::dns::wire::{rcode, rtype};
 
     /// `www.example.org A`, with an OPT record (1232, DO) when `edns`.
     fn query(edns: bool) -> Vec<u8> {
-        let mut m = vec![0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
-        m.extend_from_slice(b"\x03www\x07example\x03org\x00\x00\x01\x00\x01");
-        if edns {
-            m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
-        }
-        m
+        let q = q("www.example.org", rtype::A).id(0xbeef);
+        if edns { q.edns(1232) } else { q }.bytes()
     }
 
     /// What the client gets for each error: SERVFAIL with the question, the OPT when asked with

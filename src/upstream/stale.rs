@@ -230,17 +230,16 @@ impl StaleCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::test_query::q_wire;
+    use crate::dns::wire::rtype;
 
     fn asked(q: &[u8]) -> Asked {
         Asked::read(q).expect("readable")
     }
 
+    /// A query for the wire name `name`, A, with ID `id`.
     fn query(name: &[u8], id: u16) -> Vec<u8> {
-        let mut m = id.to_be_bytes().to_vec();
-        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        m.extend_from_slice(name);
-        m.extend_from_slice(&[0, 1, 0, 1]);
-        m
+        q_wire(name, rtype::A).id(id).bytes()
     }
 
     /// A reply to `q` with one A record of TTL `ttl`.

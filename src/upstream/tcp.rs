@@ -1,9 +1,11 @@
 //! Forwarding over TCP: a TCP client's query goes upstream over TCP (RFC 7766 §6.2.1 leaves the
 //! transport to us; TCP keeps a large answer whole, which is why the client used it).
 //!
-//! The same attempt model as UDP ([`super::attempt`]): one budget, copies on a back-off schedule
-//! rotated across the upstreams that are up, each copy on a fresh connection with its own random
-//! ID, the first valid reply wins and the other attempts are dropped. TCP retransmits segments
+//! The same retransmission schedule as UDP ([`super::attempt::Schedule`]): one budget, copies on
+//! a back-off schedule rotated across the upstreams that are up, each copy on a fresh connection
+//! with its own random ID, the first valid reply wins and the other attempts are dropped. Like
+//! the UDP relays, it keeps a silence record per upstream ([`super::health::Silence`]), so an
+//! upstream that answers nothing over TCP while asked is marked down too. TCP retransmits segments
 //! itself, so the first re-send waits [`TCP_RTO`] (a lost SYN would otherwise cost the kernel's
 //! 1 s SYN timer); an attempt that fails outright (connection refused or reset, closed before
 //! the reply) is retried after a short back-off instead of failing the query, so an upstream
@@ -11,7 +13,7 @@
 //! isolated from each other; TCP is the rare path (truncated answers, zone-sized replies).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,9 +21,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::QueryError;
-use super::attempt::{RTO_MIN, backoff, give_up_at, reply_matches};
-use super::health::UpstreamHealth;
-use super::stale::StaleCache;
+use super::attempt::{RTO_MIN, Schedule, Step, backoff, reply_matches};
+use super::health::{Silence, UpstreamHealth};
 use crate::dns::query::Asked;
 use crate::stats::WorkerStats;
 
@@ -35,20 +36,23 @@ const MAX_ATTEMPTS: usize = 16;
 pub(crate) struct TcpForwarder {
     health: Arc<UpstreamHealth>,
     budget: Duration,
-    stale: Option<Arc<StaleCache>>,
+    /// What this forwarder has seen of each upstream since its last reply: silence while asked
+    /// marks it down, as for the UDP relays and the probes ([`super::health`]).
+    silence: Mutex<Vec<Silence>>,
 }
 
 impl TcpForwarder {
-    pub(crate) fn new(
-        health: Arc<UpstreamHealth>,
-        budget: Duration,
-        stale: Option<Arc<StaleCache>>,
-    ) -> TcpForwarder {
+    pub(crate) fn new(health: Arc<UpstreamHealth>, budget: Duration) -> TcpForwarder {
+        let silence = Mutex::new(vec![Silence::default(); health.count()]);
         TcpForwarder {
             health,
             budget,
-            stale,
+            silence,
         }
+    }
+
+    fn silence(&self) -> MutexGuard<'_, Vec<Silence>> {
+        self.silence.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The health of the upstreams this forwards to.
@@ -56,8 +60,8 @@ impl TcpForwarder {
         &self.health
     }
 
-    /// Relays `query` (read into `asked`) until an upstream answers; the reply, with the
-    /// client's ID restored, is left in `reply`.
+    /// Relays `query` (read into `asked`) until an upstream answers; the reply (checked, with
+    /// the winning attempt's ID: the caller finishes it, [`super::finish`]) is left in `reply`.
     pub(crate) async fn forward(
         &self,
         query: &[u8],
@@ -65,54 +69,62 @@ impl TcpForwarder {
         reply: &mut Vec<u8>,
         stats: &WorkerStats,
     ) -> Result<(), QueryError> {
-        let client_id = asked.header.id.to_be_bytes();
         let question_end = asked.question.end();
-        let started = Instant::now();
-        let give_up = give_up_at(started, self.budget);
+        let mut schedule = Schedule::new(Instant::now(), self.budget, MAX_ATTEMPTS);
         let mut open = JoinSet::new();
-        let (mut attempts, mut failures) = (0usize, 0usize);
-        let mut next_at = started;
-        let mut target = self.health.first();
+        let mut failures = 0usize;
         loop {
             let now = Instant::now();
-            if now >= give_up {
-                // Every attempt made ended in an error (connection refused, reset, a reply that
-                // did not match) and none is still waiting: the upstreams refused, not were slow.
-                return Err(if failures > 0 && failures == attempts {
-                    QueryError::Unreachable
-                } else {
-                    QueryError::Timeout
-                });
-            }
-            if now >= next_at && attempts < MAX_ATTEMPTS && open.len() < MAX_OPEN {
-                let id: u16 = rand::random();
-                let mut sent = query.to_vec();
-                sent[..2].copy_from_slice(&id.to_be_bytes());
-                stats.upstream_request(target);
-                if attempts > 0 {
-                    stats.upstream_retransmit(target);
+            {
+                let silence = self.silence();
+                for (u, s) in silence.iter().enumerate() {
+                    s.check(&self.health, u, now);
                 }
-                let (u, addr) = (target, self.health.addr(target));
-                open.spawn(async move { (u, exchange(addr, &sent, id, question_end).await) });
-                attempts += 1;
-                next_at = now + backoff(TCP_RTO, attempts);
-                target = self.health.after(target);
             }
-            let wake = if attempts < MAX_ATTEMPTS {
-                next_at.min(give_up)
+            match schedule.step(now) {
+                Step::GiveUp => {
+                    // Every attempt made ended in an error (connection refused, reset, a reply
+                    // that did not match) and none is still waiting: the upstreams refused, not
+                    // were slow.
+                    let sent = schedule.sent();
+                    return Err(if failures > 0 && failures == sent {
+                        QueryError::Unreachable
+                    } else {
+                        QueryError::Timeout
+                    });
+                }
+                Step::Copy if open.len() < MAX_OPEN => {
+                    let target = schedule.target(&self.health);
+                    let id: u16 = rand::random();
+                    let mut sent = query.to_vec();
+                    sent[..2].copy_from_slice(&id.to_be_bytes());
+                    stats.upstream_request(target);
+                    if schedule.sent() > 0 {
+                        stats.upstream_retransmit(target);
+                    }
+                    let addr = self.health.addr(target);
+                    open.spawn(
+                        async move { (target, exchange(addr, &sent, id, question_end).await) },
+                    );
+                    self.silence()[target].sent(now);
+                    schedule.sent_to(target);
+                    schedule.next_after(now, backoff(TCP_RTO, schedule.sent()));
+                }
+                _ => {}
+            }
+            // A copy that is due while MAX_OPEN attempts are open waits for one of them to end
+            // (`join_next`), not for its timer, which has expired already.
+            let wake = if schedule.can_copy() && open.len() < MAX_OPEN {
+                schedule.due()
             } else {
-                give_up
+                schedule.give_up()
             };
             tokio::select! {
                 done = open.join_next(), if !open.is_empty() => match done {
                     Some(Ok((u, Ok(r)))) => {
                         self.health.answered(u);
+                        self.silence()[u].answered();
                         *reply = r;
-                        reply[..2].copy_from_slice(&client_id);
-                        if let Some(stale) = &self.stale {
-                            stale.store(query, asked, reply, Instant::now());
-                        }
-                        stats.forward_latency.observe(started.elapsed());
                         return Ok(());
                     }
                     Some(Ok((u, Err(_)))) => {
@@ -120,7 +132,7 @@ impl TcpForwarder {
                         failures += 1;
                         // Failed outright: try again soon (the next upstream, or the same one
                         // once it is back), not only when the timer says so.
-                        next_at = next_at.min(Instant::now() + backoff(RTO_MIN, failures));
+                        schedule.hurry(Instant::now() + backoff(RTO_MIN, failures));
                     }
                     _ => {}
                 },
