@@ -172,7 +172,10 @@ fn ours(question: &Question, extras: &Extras) -> Result<(), Stop> {
 /// SOA's; `None` for a reverse name whose owners are gone). `None` for a name that is not
 /// answered from the mapping (an alias, or not ours). A `hosts` entry or address rule gives
 /// its A / AAAA records (RFC 8482 §4.1: ANY gets every address), a reverse name the PTR records
-/// of every name mapped to that address. No allocation.
+/// of every name mapped to that address. No allocation. Always inlined: LLVM keeps it out of
+/// line (two callers), and its result, an iterator of closures, then goes through memory on
+/// every local answer (measured: about 3 ns of a 60 ns local answer).
+#[inline(always)]
 pub(crate) fn local_records<'s>(
     snapshot: &'s Snapshot,
     found: Found<'s>,
