@@ -60,6 +60,47 @@ fn lost_copies_are_resent_within_the_budget() {
     }
 }
 
+/// An upstream slower for some names than for the rest (a cluster DNS's cache misses): once its
+/// slow replies are seen, a slow name goes out once, not once per RTO learnt from the fast ones.
+/// Each copy has its own ID and socket, so a reply to a re-sent query is an RTT sample too
+/// (src/upstream/attempt.rs): only first-copy samples would keep the RTO at its floor and send
+/// every slow name three times (three times the upstream's load and the spoofing exposure).
+#[test]
+fn slow_names_are_not_resent_once_their_replies_are_seen() {
+    let up = faulty::start(|q| {
+        if q.name.starts_with("slow") {
+            Act::AnswerAfter(7, Duration::from_millis(150))
+        } else {
+            Act::Answer(1)
+        }
+    });
+    let d = Daemon::start_with(MAPPING, vec![up.addr], |c| {
+        c.upstream_timeout = Duration::from_secs(2);
+    });
+    // Fast answers bring the RTO down to its floor (50 ms).
+    for i in 0..20 {
+        let r = udp(
+            d.udp,
+            &query(&format!("fast-{i}.example.org."), RecordType::A),
+        );
+        assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+    let copies: Vec<usize> = (0..12)
+        .map(|i| {
+            let name = format!("slow-{i}.example.org");
+            let r = udp(d.udp, &query(&format!("{name}."), RecordType::A));
+            assert_eq!(a(&r), Some(Ipv4Addr::new(192, 0, 2, 7)), "{name}");
+            up.count(&name)
+        })
+        .collect();
+    // The first slow names may be re-sent (the RTO was the fast names'); from the third on the
+    // RTO has seen 150 ms replies: one copy each (two spare for a stalled CI machine; with
+    // first-copy samples only, these ten cost 30).
+    let later: usize = copies[2..].iter().sum();
+    assert!(later <= 12, "copies per slow name: {copies:?}");
+    assert_eq!(d.stats().get(Outcome::Forwarded), 32);
+}
+
 #[test]
 fn tcp_query_is_retried_when_the_connection_dies() {
     let closes = Mutex::new(0usize);

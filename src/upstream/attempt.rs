@@ -9,8 +9,9 @@
 //! with a 50 ms RTO copies leave at 0, 50, 100, 200, 300, 500, 700, 1100 ms, which is the
 //! schedule unbound was measured to use. Doubling every copy (0, 50, 150, 350 ...) would put the
 //! fifth copy at 750 ms, too late for p99 under 20 % loss; never backing off would flood an
-//! upstream that is merely slow. RTT samples come only from queries answered on their first copy
-//! (Karn's algorithm, RFC 6298 §3): a reply to a re-sent query cannot say which copy it answers.
+//! upstream that is merely slow. Every reply is an RTT sample, re-sent query or not: each copy has
+//! its own ID and socket, so a reply says which copy it answers and the sample is not ambiguous
+//! (Karn's algorithm, RFC 6298 §3, is for retransmissions that cannot be told apart).
 //!
 //! Every copy carries its own random ID; a reply to any of them completes the query (the earlier
 //! copy may just have been slow), a reply to anything else is ignored (RFC 5452 §9).

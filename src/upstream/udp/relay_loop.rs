@@ -64,18 +64,26 @@ impl UdpRelay {
             let s = &t.slots[index];
             // A reply to any copy we sent completes the query, if it arrived on the socket that
             // copy left from (connected: only the upstream's address and port get there).
-            let ours = s.copies[..s.sent()]
+            let Some(copy) = s.copies[..s.sent()]
                 .iter()
-                .any(|c| c.id == h.id && c.port == port && c.upstream as usize == u);
-            if !ours || !self.question_matches(u, reply, h.id, &s.query, s.asked.question.end()) {
+                .find(|c| c.id == h.id && c.port == port && c.upstream as usize == u)
+                .copied()
+            else {
+                return;
+            };
+            if !self.question_matches(u, reply, h.id, &s.query, s.asked.question.end()) {
                 return;
             }
-            let (dest, asked, first_sent, sent, limit) =
-                (s.dest, s.asked, s.first_sent, s.sent(), s.limit);
-            if sent == 1 {
-                // Karn's algorithm: only a query answered on its only copy measures the RTT.
-                t.rtt[u].sample(now.saturating_duration_since(first_sent));
-            }
+            let (dest, asked, first_sent, limit) = (s.dest, s.asked, s.first_sent, s.limit);
+            // Every copy has its own ID and socket, so a reply says which copy it answers and
+            // its RTT is not ambiguous, re-sent query or not: Karn's rule (RFC 6298 §3) is for
+            // retransmissions that cannot be told apart, as TCP's timestamps (RFC 7323 §4) also
+            // show. Sampling re-sent queries keeps the RTO true to an upstream that is slower
+            // for some names (a cluster DNS's cache misses): fed by fast answers only, it sent
+            // every slow name three times (benches/security: three times the spoofing exposure
+            // and the upstream's load).
+            let sent_at = first_sent + Duration::from_micros(u64::from(copy.after_us));
+            t.rtt[u].sample(now.saturating_duration_since(sent_at));
             t.silence[u].answered();
             // The relay thread is awake (it is running this): no query needs to wake it.
             t.sleeping = false;
@@ -210,7 +218,8 @@ impl UdpRelay {
                 let target = t.slots[index].schedule.target(&self.health);
                 let wait = t.interval(&self.health, target, t.slots[index].sent() + 1);
                 if t.budget.take(now) {
-                    let (copy, socket) = t.new_copy(index, target, now);
+                    let (mut copy, socket) = t.new_copy(index, target, now);
+                    copy.after_us = after_us(t.slots[index].first_sent, now);
                     t.silence[target].sent(now);
                     let s = &mut t.slots[index];
                     s.copies[s.sent()] = copy;
@@ -402,4 +411,10 @@ impl RelayLoop {
             }
         }
     }
+}
+
+/// `now` as microseconds after `first_sent` (a copy's send time, [`super::table::Copy`]).
+fn after_us(first_sent: Instant, now: Instant) -> u32 {
+    let us = now.saturating_duration_since(first_sent).as_micros();
+    u32::try_from(us).unwrap_or(u32::MAX)
 }

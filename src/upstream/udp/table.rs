@@ -25,6 +25,8 @@ pub(super) struct Copy {
     pub(super) upstream: u8,
     /// The socket it left from (its token in [`Ports`]): its reply must arrive there.
     pub(super) port: u16,
+    /// When it left, in microseconds after the slot's first copy: the RTT sample of its reply.
+    pub(super) after_us: u32,
 }
 
 /// Who gets the reply of a slot.
@@ -145,6 +147,7 @@ impl Table {
             id,
             upstream: u as u8,
             port,
+            after_us: 0,
         };
         (copy, socket)
     }
@@ -307,6 +310,7 @@ mod tests {
                     id,
                     upstream: 0,
                     port: 0,
+                    after_us: 0,
                 };
                 t.slots[index].schedule.sent_to(0);
             }
