@@ -149,6 +149,8 @@ impl Prober {
             {
                 std::thread::sleep(DOWN_PROBE);
             }
+            // A burst's freed buffers go back to the kernel within a probe interval.
+            crate::sys::trim_if_asked();
             for event in events.iter() {
                 let Some(Some(w)) = watches.get_mut(event.token().0) else {
                     continue;

@@ -128,6 +128,7 @@ impl Charge {
             self.pooled -= pooled;
             excess -= pooled;
             self.listener.release(&self.conn, pooled);
+            crate::sys::ask_trim();
         }
         if excess > 0 {
             self.private -= excess;
@@ -149,6 +150,9 @@ impl Drop for Charge {
         }
         if self.pooled > 0 {
             self.listener.release(&self.conn, self.pooled);
+            // Pool bytes paid for a burst (a connection's own share is small): once freed, the
+            // heap is trimmed so that the burst does not stay resident.
+            crate::sys::ask_trim();
         }
     }
 }

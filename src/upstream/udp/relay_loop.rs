@@ -316,6 +316,7 @@ impl UdpRelay {
         }
         if scratch.capacity() > KEEP_SCRATCH {
             scratch.shrink_to(KEEP_SCRATCH);
+            crate::sys::ask_trim();
         }
         next
     }

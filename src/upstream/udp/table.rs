@@ -189,6 +189,7 @@ impl Table {
         slot.extra.clear();
         if slot.query.capacity() > KEEP_QUERY_BUFFER {
             slot.query = Vec::new();
+            crate::sys::ask_trim();
         }
         for c in &slot.copies[..slot.sent()] {
             self.ids.remove(c.id);
@@ -333,6 +334,40 @@ mod tests {
             (0, None),
             "nothing due once nothing is in flight"
         );
+    }
+
+    /// A slot's query buffer that a large query grew is given back when the slot is released (a
+    /// flood of large queries must not stay resident); an ordinary one is kept for the next.
+    #[test]
+    fn a_large_query_buffer_is_given_back_on_release() {
+        let t0 = Instant::now();
+        let (mut t, _poll) = table(1, 4, t0);
+        for (len, kept) in [(64, true), (KEEP_QUERY_BUFFER, true), (4000, false)] {
+            let query = q_wire(b"\x00", rtype::A).id(0).bytes();
+            let mut buf = query.to_vec();
+            buf.resize(len.max(query.len()), 0);
+            let index = t.free.pop().expect("a free slot") as usize;
+            while t.slots.len() <= index {
+                t.slots.push(Slot {
+                    live: false,
+                    asked: Asked::read(&query).expect("readable"),
+                    dest: Dest::Client(SocketAddr::from(([127, 0, 0, 1], 1))),
+                    copies: [Copy::default(); MAX_COPIES],
+                    schedule: Schedule::new(t0, Duration::from_secs(2), MAX_COPIES),
+                    refused: false,
+                    first_sent: t0,
+                    query: Vec::new(),
+                    key: None,
+                    extra: Vec::new(),
+                    limit: usize::MAX,
+                });
+            }
+            t.slots[index].live = true;
+            t.slots[index].query = buf;
+            t.live += 1;
+            t.release(index);
+            assert_eq!(t.slots[index].query.capacity() > 0, kept, "{len} octets");
+        }
     }
 
     /// Re-send intervals: RTO from the RTT estimate, back-off, and the slow pace for a down
