@@ -52,6 +52,8 @@
 #     once, as a cluster DNS answers cached names at once and misses late)
 #   BASELINE=5 DURATION=20 AFTER=10 SLOW_CONNS=100 TCP_CONNS=256 BIG_RATE=1024
 #   BIG_SIZES="60000 4000" ALIAS_RATE=2000 BUDGET_MIB=32
+#   CONTROL=1: the spoof attacks also hit dnsmasq-fixedport (dnsmasq --query-port, one fixed
+#     source port), a control showing the attacker poisons what it can; not a peer in the verdicts
 #   SPLITDNS_BIN (default target/release/splitdns, not built here), SPLITDNS_EXTRA_ARGS
 #   OUT (default target/security/<timestamp>)
 #
@@ -81,6 +83,7 @@ BIG_RATE="${BIG_RATE:-1024}"
 BIG_SIZES="${BIG_SIZES:-60000 4000}"
 ALIAS_RATE="${ALIAS_RATE:-2000}"
 BUDGET_MIB="${BUDGET_MIB:-32}"
+CONTROL="${CONTROL:-1}"
 SPLITDNS_BIN="${SPLITDNS_BIN:-target/release/splitdns}"
 SPLITDNS_EXTRA_ARGS="${SPLITDNS_EXTRA_ARGS:-}"
 OUT="${OUT:-$REPO/target/security/$(date +%Y%m%d-%H%M%S)}"
@@ -101,7 +104,7 @@ for p in $PEERS; do
     splitdns) [[ -x "$SPLITDNS_BIN" ]] || die "no splitdns binary at '$SPLITDNS_BIN' (cargo build --release, or set SPLITDNS_BIN)"
               SPLITDNS_BIN="$(realpath "$SPLITDNS_BIN")" ;;
     dnsmasq | unbound) command -v "$p" >/dev/null || die "missing $p (apt-get install $p)" ;;
-    *) die "unknown peer '$p' (PEERS: splitdns dnsmasq unbound)" ;;
+    *) die "unknown peer '$p' (PEERS: splitdns dnsmasq unbound; the control dnsmasq-fixedport comes with CONTROL=1)" ;;
   esac
 done
 for a in $ATTACKS; do
@@ -229,11 +232,14 @@ peer_start() { # PEER POSITION(pod|wide) TAG: the sidecar in the pod, on loopbac
       spawn peer "$logf" ip netns exec "$NS_P" "$SPLITDNS_BIN" --listen "$listen:53" \
         --mapping "$OUT/conf/mapping.yaml" --upstream "$U0:53" --admin "$ADMIN" $SPLITDNS_EXTRA_ARGS
       ;;
-    dnsmasq) # its defaults but for the names it serves; "wide": no interface options at all
-      local where=(--listen-address=127.0.0.1 --bind-interfaces)
+    dnsmasq | dnsmasq-fixedport) # its defaults but for the names it serves; "wide": no interface options
+      local where=(--listen-address=127.0.0.1 --bind-interfaces) fixed=()
       [[ $pos == wide ]] && where=()
+      # The control: one fixed source port for every upstream query (as resolvers were before
+      # 2008), to show the spoofer does poison what it can (about RATE x DELAY / 65,536 a query).
+      [[ $peer == dnsmasq-fixedport ]] && fixed=(--query-port=33333)
       spawn peer "$logf" ip netns exec "$NS_P" dnsmasq --keep-in-foreground --conf-file=/dev/null \
-        --no-resolv --no-hosts --addn-hosts="$OUT/conf/hosts" --server="$U0" "${where[@]}" \
+        --no-resolv --no-hosts --addn-hosts="$OUT/conf/hosts" --server="$U0" "${where[@]}" "${fixed[@]}" \
         --port=53 --user=root --pid-file= --log-facility=-
       ;;
     unbound) # its defaults (access-control: localhost only) but for the names it serves
@@ -341,7 +347,9 @@ run_attack() { # ATTACK PEER
 }
 
 for attack in $ATTACKS; do
-  for peer in $PEERS; do
+  peers=$PEERS
+  [[ $attack == spoof* && $CONTROL == 1 ]] && command -v dnsmasq >/dev/null && peers="$PEERS dnsmasq-fixedport"
+  for peer in $peers; do
     log "--- $attack: $peer"
     run_attack "$attack" "$peer"
   done
@@ -353,7 +361,7 @@ done
   echo "unbound=$(command -v unbound >/dev/null && unbound -V 2>/dev/null | head -1)"
   echo "kernel=$(uname -r)"
   echo "date=$(date -u +%FT%TZ)"
-  echo "command=PEERS=\"$PEERS\" ATTACKS=\"$ATTACKS\" QUERIES=$QUERIES ROUNDS=$ROUNDS CLIENTS=$CLIENTS RATE=$RATE DELAY_MS=$DELAY_MS DELAY_SCOPE=$DELAY_SCOPE RELEARN_S=$RELEARN_S BASELINE=$BASELINE DURATION=$DURATION AFTER=$AFTER SLOW_CONNS=$SLOW_CONNS TCP_CONNS=$TCP_CONNS BIG_RATE=$BIG_RATE BIG_SIZES=\"$BIG_SIZES\" ALIAS_RATE=$ALIAS_RATE benches/security.sh"
+  echo "command=PEERS=\"$PEERS\" ATTACKS=\"$ATTACKS\" QUERIES=$QUERIES ROUNDS=$ROUNDS CLIENTS=$CLIENTS RATE=$RATE DELAY_MS=$DELAY_MS DELAY_SCOPE=$DELAY_SCOPE RELEARN_S=$RELEARN_S BASELINE=$BASELINE DURATION=$DURATION AFTER=$AFTER SLOW_CONNS=$SLOW_CONNS TCP_CONNS=$TCP_CONNS BIG_RATE=$BIG_RATE BIG_SIZES=\"$BIG_SIZES\" ALIAS_RATE=$ALIAS_RATE CONTROL=$CONTROL benches/security.sh"
 } >"$OUT/versions.txt"
 "$PY" "$HERE/summarize.py" --results "$RESULTS" --versions "$OUT/versions.txt" --budget-mib "$BUDGET_MIB" \
   >"$OUT/summary.md" || log "summarize.py failed"

@@ -182,7 +182,9 @@ def rss_kib(pid):
 class Attack:
     def __init__(self, args):
         self.args = args
-        self.stats = {"opened": 0, "reopened": 0, "sent": 0, "send_errors": 0, "open_at_end": 0}
+        # sent: queries (bigudp, aliasflood); octets: what the connections' send() took, most
+        # of it only into our own kernel send buffers (tcplock, slowloris)
+        self.stats = {"opened": 0, "reopened": 0, "sent": 0, "octets": 0, "send_errors": 0, "open_at_end": 0}
 
     # slowloris and tcplock: a set of non-blocking connections kept open and fed
     def conn(self, target):
@@ -214,7 +216,7 @@ class Attack:
                         if not dead:
                             n = feed(s, first[i])
                             first[i] = False
-                            self.stats["sent"] += n
+                            self.stats["octets"] += n
                     except (BlockingIOError, InterruptedError):
                         pass
                     except OSError as e:

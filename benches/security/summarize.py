@@ -10,6 +10,7 @@ import argparse
 import json
 
 NEAR_MIB = 2.0
+CONTROL = "dnsmasq-fixedport"  # the control of the spoof attacks: not a peer to compare with
 
 
 def mib(kib):
@@ -26,6 +27,19 @@ def canary(c, phase="attack"):
     if x.get("why"):
         s += " (" + ", ".join(f"{k} {v}" for k, v in x["why"].items()) + ")"
     return s
+
+
+def attack_cell(att):
+    parts = []
+    if att.get("opened"):
+        parts.append(f"{att['opened']} connections opened, {att['open_at_end']} open at the end")
+    if att.get("octets"):
+        parts.append(f"{att['octets'] / 2**20:.0f} MiB written")
+    if att.get("sent"):
+        parts.append(f"{att['sent']} queries sent")
+    if att.get("send_errors"):
+        parts.append(f"{att['send_errors']} send errors")
+    return "; ".join(parts) or "-"
 
 
 def main():
@@ -65,12 +79,13 @@ def main():
                 if not r or "poisoned" not in r:
                     out.append(f"| {p} | error: {r} |")
                     continue
-                out.append(f"| {p} | {r['n']} | {r['poisoned']} | {r['failed']} | {r['clients_poisoned']} | "
+                out.append(f"| {p}{' (control)' if p == CONTROL else ''} | {r['n']} | {r['poisoned']} | {r['failed']} | {r['clients_poisoned']} | "
                            f"{r['ids_per_query']} ({r['achieved_rate']}) | {r['ports_aimed']} | "
                            f"{r['upstream_per_name_mean']}, {r['upstream_per_name_max']} | {r['upstream_queries']} | "
                            f"{r['upstream_distinct_ports']} |")
             s = peers.get("splitdns")
-            others = [r["poisoned"] for p, r in peers.items() if p != "splitdns" and r and "poisoned" in r]
+            others = [r["poisoned"] for p, r in peers.items()
+                      if p not in ("splitdns", CONTROL) and r and "poisoned" in r]
             if s and "poisoned" in s and others:
                 best = min(others)
                 verdict(f"{a}: poisoned no more often than the better peer (+1)", s["poisoned"] <= best + 1,
@@ -126,7 +141,7 @@ def main():
                 att = r.get("attack", {})
                 out.append(f"| {p} | {lv} | {canary(r.get('udp'))} | {canary(r.get('tcp'))} | {canary(r.get('work'))} | "
                            f"{mib(rss.get('base'))} / {mib(rss.get('peak_attack'))} / {mib(rss.get('after_end'))} | "
-                           f"{mib(rss.get('children_peak'))} | {json.dumps(att)} |")
+                           f"{mib(rss.get('children_peak'))} | {attack_cell(att)} |")
             s = peers.get("splitdns")
             if s and "udp" in s:
                 if s.get("live"):
