@@ -113,6 +113,7 @@ for a in $ATTACKS; do
 done
 # The real interpreter, not a version-manager shim (it starts faster, and inside the namespaces).
 PY="$(python3 -c 'import sys; print(sys.executable)')"
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in the source tree
 
 exec 9>/run/splitdns-security.lock
 flock -n 9 || die "another benches/security.sh is running (lock /run/splitdns-security.lock)"
