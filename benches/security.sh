@@ -52,6 +52,8 @@
 #     once, as a cluster DNS answers cached names at once and misses late)
 #   BASELINE=5 DURATION=20 AFTER=10 SLOW_CONNS=100 TCP_CONNS=256 BIG_RATE=1024
 #   BIG_SIZES="60000 4000" ALIAS_RATE=2000 BUDGET_MIB=32
+#   REPEAT=1: each exhaustion attack this many times on the same process (is what stays after
+#     one flood bounded, or does it add up?)
 #   CONTROL=1: the spoof attacks also hit dnsmasq-fixedport (dnsmasq --query-port, one fixed
 #     source port), a control showing the attacker poisons what it can; not a peer in the verdicts
 #   SPLITDNS_BIN (default target/release/splitdns, not built here), SPLITDNS_EXTRA_ARGS
@@ -84,6 +86,7 @@ BIG_SIZES="${BIG_SIZES:-60000 4000}"
 ALIAS_RATE="${ALIAS_RATE:-2000}"
 BUDGET_MIB="${BUDGET_MIB:-32}"
 CONTROL="${CONTROL:-1}"
+REPEAT="${REPEAT:-1}"
 SPLITDNS_BIN="${SPLITDNS_BIN:-target/release/splitdns}"
 SPLITDNS_EXTRA_ARGS="${SPLITDNS_EXTRA_ARGS:-}"
 OUT="${OUT:-$REPO/target/security/$(date +%Y%m%d-%H%M%S)}"
@@ -287,13 +290,16 @@ record() { # ATTACK PEER JSON: one line of results.jsonl
 exhaust() { # ATTACK PEER ARGS...: exhaust.py against the running peer
   local attack=$1 peer=$2 out
   shift 2
-  local admin=()
+  local admin=() i name=$attack
   [[ $peer == splitdns ]] && admin=(--admin "$ADMIN")
-  out=$(timeout $((BASELINE + DURATION + AFTER + 60)) ip netns exec "$NS_P" "$PY" "$HERE/exhaust.py" \
-    --pid "$(<"$PIDS/peer.pid")" --canary-name "$MAPPED" --baseline "$BASELINE" --duration "$DURATION" \
-    --after "$AFTER" --atk-ns "$NS_A" "${admin[@]}" "$@") || out=null
-  record "$attack" "$peer" "$out"
-  log "$attack $peer: $out"
+  for ((i = 1; i <= REPEAT; i++)); do # REPEAT > 1: the same attack again on the same process
+    ((i > 1)) && name="$attack#$i"
+    out=$(timeout $((BASELINE + DURATION + AFTER + 60)) ip netns exec "$NS_P" "$PY" "$HERE/exhaust.py" \
+      --pid "$(<"$PIDS/peer.pid")" --canary-name "$MAPPED" --baseline "$BASELINE" --duration "$DURATION" \
+      --after "$AFTER" --atk-ns "$NS_A" "${admin[@]}" "$@") || out=null
+    record "$name" "$peer" "$out"
+    log "$name $peer: $out"
+  done
 }
 
 run_attack() { # ATTACK PEER
@@ -362,7 +368,7 @@ done
   echo "unbound=$(command -v unbound >/dev/null && unbound -V 2>/dev/null | head -1)"
   echo "kernel=$(uname -r)"
   echo "date=$(date -u +%FT%TZ)"
-  echo "command=PEERS=\"$PEERS\" ATTACKS=\"$ATTACKS\" QUERIES=$QUERIES ROUNDS=$ROUNDS CLIENTS=$CLIENTS RATE=$RATE DELAY_MS=$DELAY_MS DELAY_SCOPE=$DELAY_SCOPE RELEARN_S=$RELEARN_S BASELINE=$BASELINE DURATION=$DURATION AFTER=$AFTER SLOW_CONNS=$SLOW_CONNS TCP_CONNS=$TCP_CONNS BIG_RATE=$BIG_RATE BIG_SIZES=\"$BIG_SIZES\" ALIAS_RATE=$ALIAS_RATE CONTROL=$CONTROL benches/security.sh"
+  echo "command=PEERS=\"$PEERS\" ATTACKS=\"$ATTACKS\" QUERIES=$QUERIES ROUNDS=$ROUNDS CLIENTS=$CLIENTS RATE=$RATE DELAY_MS=$DELAY_MS DELAY_SCOPE=$DELAY_SCOPE RELEARN_S=$RELEARN_S BASELINE=$BASELINE DURATION=$DURATION AFTER=$AFTER SLOW_CONNS=$SLOW_CONNS TCP_CONNS=$TCP_CONNS BIG_RATE=$BIG_RATE BIG_SIZES=\"$BIG_SIZES\" ALIAS_RATE=$ALIAS_RATE CONTROL=$CONTROL REPEAT=$REPEAT benches/security.sh"
 } >"$OUT/versions.txt"
 "$PY" "$HERE/summarize.py" --results "$RESULTS" --versions "$OUT/versions.txt" --budget-mib "$BUDGET_MIB" \
   >"$OUT/summary.md" || log "summarize.py failed"

@@ -90,6 +90,7 @@ class UpLog:
 def flood(raw, tmpl, dst_ip, window, rate, stats):
     """Forged answers with IDs sweeping from a random start, paced at RATE/s for WINDOW s."""
     qid = random.randrange(65536)
+    stats["id_start"], stats["t_start"] = qid, time.time()
     sent = 0
     start = time.monotonic()
     while True:
@@ -107,6 +108,7 @@ def flood(raw, tmpl, dst_ip, window, rate, stats):
             sent += 1
     stats["forged"] += sent
     stats["flood_s"] += time.monotonic() - start
+    stats["last_sent"] = sent
 
 
 def ask(socks, server, name):
@@ -212,7 +214,12 @@ def main():
             clients_poisoned += p
             key = "poisoned" if p else ("ok" if res.count("ok") == len(res) else "failed")
             outcome[key] += 1
-            raw_out.write(json.dumps({"i": i, "name": name, "port": port, "results": res}) + "\n")
+            # The sweep of this query: IDs id_start, id_start+1, ... (mod 65536), `forged` of them,
+            # paced at --rate from t_start (wall clock, as the upstream's log): which forged ID
+            # hit which copy can be worked out afterwards.
+            raw_out.write(json.dumps({"i": i, "name": name, "port": port, "results": res,
+                                      "id_start": stats["id_start"], "t_start": round(stats["t_start"], 4),
+                                      "forged": stats["last_sent"]}) + "\n")
 
     # What the upstream saw from the sidecar during this run.
     per_name = {nm: 0 for nm in names}
