@@ -3,7 +3,7 @@
 # resource exhaustion and reflection, against dnsmasq and unbound in the same sidecar position,
 # in the same run.
 #
-#   benches/security.sh                                   # every attack, every peer (~20 min)
+#   benches/security.sh                                   # every attack, every peer (~15 min)
 #   PEERS=splitdns ATTACKS="spoof reflect" benches/security.sh
 #   QUERIES=100 DURATION=10 benches/security.sh           # a quicker look
 #   SPLITDNS_BIN=/tmp/splitdns-old benches/security.sh
