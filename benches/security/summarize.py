@@ -91,7 +91,7 @@ def main():
                 verdict(f"{a}: poisoned no more often than the better peer (+1)", s["poisoned"] <= best + 1,
                         f"splitdns {s['poisoned']} of {s['n']}, better peer {best}")
             if s and "upstream_distinct_ports" in s and a == "spoof":
-                verdict("spoof: the upstream sees splitdns's queries from many ports", s["upstream_distinct_ports"] >= 32,
+                verdict("spoof: the upstream sees splitdns's queries from many ports", s["upstream_distinct_ports"] >= min(32, s["upstream_queries"] / 2),
                         f"{s['upstream_distinct_ports']} distinct ports over {s['upstream_queries']} packets")
             if s and a == "spoof32" and "upstream_per_name_mean" in s:
                 # Coalesced means: no more packets per name for 32 clients than for one client's
