@@ -3,12 +3,9 @@
 
 use std::net::SocketAddr;
 
-use super::super::TcpLimits;
 use super::*;
 use crate::config::{Config, MappingSource};
 use crate::shared::Shared;
-use crate::stats::Proto;
-use crate::upstream::tcp::TcpForwarder;
 use tokio::sync::Semaphore;
 
 fn listener(memory: usize, max_connections: usize) -> Arc<Listener> {
@@ -22,26 +19,7 @@ fn listener(memory: usize, max_connections: usize) -> Arc<Listener> {
         crate::load_mapping(&MappingSource::Embedded, 5).expect("mapping"),
     ));
     let shared = Shared::new(mapping, &config);
-    let (pool, conn_cap) = budget(config.tcp_memory, config.tcp_max_connections);
-    Arc::new(Listener {
-        forwarder: TcpForwarder::new(shared.upstreams.clone(), config.upstream_timeout),
-        stats: shared.stats.block(Proto::Tcp),
-        shared,
-        limits: TcpLimits {
-            idle_timeout: config.tcp_idle_timeout,
-            write_timeout: config.tcp_write_timeout,
-            max_queries: config.tcp_max_queries,
-        },
-        epoch: Instant::now(),
-        next_id: AtomicU64::new(0),
-        live: Mutex::new(HashMap::new()),
-        pool: Mutex::new(Pool {
-            free: pool,
-            seq: 0,
-            waiters: Vec::new(),
-        }),
-        conn_cap,
-    })
+    Listener::new(&shared, &config)
 }
 
 fn conn(l: &Listener) -> Arc<Conn> {

@@ -119,6 +119,32 @@ pub(crate) struct TcpHandle {
     max: usize,
 }
 
+impl Listener {
+    /// The listener's state: its share of the memory budget, limits, counters and forwarder.
+    pub(super) fn new(shared: &Arc<Shared>, config: &Config) -> Arc<Listener> {
+        let (pool, conn_cap) = budget(config.tcp_memory, config.tcp_max_connections);
+        Arc::new(Listener {
+            shared: shared.clone(),
+            forwarder: TcpForwarder::new(shared.upstreams.clone(), config.upstream_timeout),
+            stats: shared.stats.block(Proto::Tcp),
+            limits: TcpLimits {
+                idle_timeout: config.tcp_idle_timeout,
+                write_timeout: config.tcp_write_timeout,
+                max_queries: config.tcp_max_queries,
+            },
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Pool {
+                free: pool,
+                seq: 0,
+                waiters: Vec::new(),
+            }),
+            conn_cap,
+        })
+    }
+}
+
 /// Serves TCP on `listener` (bound by the caller) until the data plane's stop.
 pub(crate) fn spawn(
     shared: &Arc<Shared>,
@@ -127,26 +153,7 @@ pub(crate) fn spawn(
 ) -> io::Result<TcpHandle> {
     let addr = listener.local_addr()?;
     let listener = TcpListener::from_std(listener)?;
-    let (pool, conn_cap) = budget(config.tcp_memory, config.tcp_max_connections);
-    let state = Arc::new(Listener {
-        shared: shared.clone(),
-        forwarder: TcpForwarder::new(shared.upstreams.clone(), config.upstream_timeout),
-        stats: shared.stats.block(Proto::Tcp),
-        limits: TcpLimits {
-            idle_timeout: config.tcp_idle_timeout,
-            write_timeout: config.tcp_write_timeout,
-            max_queries: config.tcp_max_queries,
-        },
-        epoch: Instant::now(),
-        next_id: AtomicU64::new(0),
-        live: Mutex::new(HashMap::new()),
-        pool: Mutex::new(Pool {
-            free: pool,
-            seq: 0,
-            waiters: Vec::new(),
-        }),
-        conn_cap,
-    });
+    let state = Listener::new(shared, config);
     let connections = Arc::new(Semaphore::new(config.tcp_max_connections));
     // The accept loop ends at the stop; its connections are drained through their permits.
     shared.tasks.spawn(serve(

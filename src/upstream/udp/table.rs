@@ -251,6 +251,23 @@ mod tests {
         (Table::new(upstreams, capacity, now, ports), poll)
     }
 
+    /// A slot not in use for `query` (a client's), first sent at `t0`.
+    fn slot(query: &[u8], t0: Instant) -> Slot {
+        Slot {
+            live: false,
+            asked: Asked::read(query).expect("readable"),
+            dest: Dest::Client(SocketAddr::from(([127, 0, 0, 1], 1))),
+            copies: [Copy::default(); MAX_COPIES],
+            schedule: Schedule::new(t0, Duration::from_secs(2), MAX_COPIES),
+            refused: false,
+            first_sent: t0,
+            query: Vec::new(),
+            key: None,
+            extra: Vec::new(),
+            limit: usize::MAX,
+        }
+    }
+
     #[test]
     fn capacity_is_bounded_by_the_id_space() {
         let t0 = Instant::now();
@@ -294,16 +311,8 @@ mod tests {
             let query = q_wire(b"\x00", rtype::A).id(0).bytes();
             t.slots.push(Slot {
                 live: true,
-                asked: Asked::read(&query).expect("readable"),
-                dest: Dest::Client(SocketAddr::from(([127, 0, 0, 1], 1))),
-                copies: [Copy::default(); MAX_COPIES],
-                schedule: Schedule::new(t0, Duration::from_secs(2), MAX_COPIES),
-                refused: false,
-                first_sent: t0,
                 query: query.to_vec(),
-                key: None,
-                extra: Vec::new(),
-                limit: usize::MAX,
+                ..slot(&query, t0)
             });
             for k in 0..3 {
                 let id = t.take_id(index);
@@ -348,19 +357,7 @@ mod tests {
             buf.resize(len.max(query.len()), 0);
             let index = t.free.pop().expect("a free slot") as usize;
             while t.slots.len() <= index {
-                t.slots.push(Slot {
-                    live: false,
-                    asked: Asked::read(&query).expect("readable"),
-                    dest: Dest::Client(SocketAddr::from(([127, 0, 0, 1], 1))),
-                    copies: [Copy::default(); MAX_COPIES],
-                    schedule: Schedule::new(t0, Duration::from_secs(2), MAX_COPIES),
-                    refused: false,
-                    first_sent: t0,
-                    query: Vec::new(),
-                    key: None,
-                    extra: Vec::new(),
-                    limit: usize::MAX,
-                });
+                t.slots.push(slot(&query, t0));
             }
             t.slots[index].live = true;
             t.slots[index].query = buf;
