@@ -97,7 +97,8 @@ pub(crate) fn trim_heap() {
 /// it off the hot path and out of an idle sidecar's wake-ups.
 static TRIM_ASKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Asks for a heap trim (cheap: one relaxed store; called where a burst's buffers are freed).
+/// Asks for a heap trim (cheap: one relaxed store; called where a burst's buffers are freed and
+/// where a TCP connection ends).
 pub(crate) fn ask_trim() {
     TRIM_ASKED.store(true, std::sync::atomic::Ordering::Relaxed);
 }

@@ -159,7 +159,7 @@ def rss_kib(pid):
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 k, _, v = line.partition(":")
-                if k in ("VmRSS", "VmHWM"):
+                if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                     out[k] = int(v.split()[0])
     except OSError:
         return None
@@ -376,6 +376,13 @@ def main():
             "peak_attack": max((r["VmRSS"] for r in att), default=None),
             "after_end": aft[-1] if aft else None,
             "hwm_end": samples[-1][1].get("VmHWM"),
+            # Of VmRSS: the heap and stacks (RssAnon), and pages of the binary (RssFile: code the
+            # attack ran, faulted in from the page cache; clean, the kernel reclaims it at will).
+            "anon_base": int(statistics.median(r.get("RssAnon", 0) for t, r in samples if phases.of(t) == "base"))
+            if base
+            else None,
+            "anon_after_end": [r.get("RssAnon") for t, r in samples if phases.of(t) == "after"][-1] if aft else None,
+            "file_after_end": [r.get("RssFile") for t, r in samples if phases.of(t) == "after"][-1] if aft else None,
             "children_peak": max((r["children"] for r in att), default=0),
         }
     else:
