@@ -145,6 +145,18 @@ pub(crate) struct AliasResolver {
     me: Weak<AliasResolver>,
 }
 
+/// The relay hands the replies of our lookups back through this (`upstream/` does not know
+/// `alias/`).
+impl crate::upstream::udp::LookupReplies for AliasResolver {
+    fn on_reply(&self, token: u64, reply: &[u8]) {
+        AliasResolver::on_reply(self, token, reply);
+    }
+
+    fn on_failure(&self, token: u64, err: QueryError) {
+        AliasResolver::on_failure(self, token, err);
+    }
+}
+
 impl AliasResolver {
     pub(crate) fn new(policy: Policy) -> Arc<AliasResolver> {
         Arc::new_cyclic(|me| AliasResolver {

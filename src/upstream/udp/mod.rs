@@ -32,7 +32,6 @@ use super::attempt::{MAX_COPIES, Schedule};
 use super::health::UpstreamHealth;
 use super::ports::Ports;
 use super::stale::StaleCache;
-use crate::alias::AliasResolver;
 use crate::dns::query::Asked;
 use crate::stats::WorkerStats;
 
@@ -69,7 +68,17 @@ pub(crate) struct UdpRelay {
     stats: Arc<WorkerStats>,
     stale: Option<Arc<StaleCache>>,
     /// Where the replies of alias target lookups go.
-    alias: Arc<AliasResolver>,
+    alias: Arc<dyn LookupReplies>,
+}
+
+/// Who sent a lookup of its own through the relay ([`UdpRelay::lookup`]) and takes its reply or
+/// failure: the alias resolver. A trait, so that `upstream/` does not depend on `alias/` (which
+/// depends on the relay to send its lookups).
+pub(crate) trait LookupReplies: Send + Sync {
+    /// The reply to lookup `token`, already checked (ID, source, question).
+    fn on_reply(&self, token: u64, reply: &[u8]);
+    /// Lookup `token` got no reply within the budget.
+    fn on_failure(&self, token: u64, err: QueryError);
 }
 
 /// The relay thread's half: its epoll instance.
@@ -95,7 +104,7 @@ impl UdpRelay {
         client: Arc<UdpSocket>,
         stats: Arc<WorkerStats>,
         stale: Option<Arc<StaleCache>>,
-        alias: Arc<AliasResolver>,
+        alias: Arc<dyn LookupReplies>,
     ) -> io::Result<(Arc<UdpRelay>, RelayLoop)> {
         let poll = Poll::new()?;
         let addrs: Vec<SocketAddr> = (0..health.count()).map(|u| health.addr(u)).collect();
