@@ -132,36 +132,14 @@ log "results in $OUT"
 nsp() { ip netns exec "$NS_P" "$@"; }
 
 # --------------------------------------------------------------- processes ----
-# Every process started here is recorded in $PIDS/NAME.pid and stopped by that id only.
-spawn() { # NAME LOG CMD... (in the background; `ip netns exec` execs, so $! is the daemon)
-  local name=$1 logf=$2
-  shift 2
-  "$@" >>"$logf" 2>&1 &
-  echo $! >"$PIDS/$name.pid"
-}
-stop() { # NAME
-  local f="$PIDS/$1.pid" pid i
-  [[ -f "$f" ]] || return 0
-  pid=$(<"$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 80; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && { log "$1 (pid $pid) ignored TERM; KILL"; kill -KILL "$pid" 2>/dev/null || true; }
-  fi
-  wait "$pid" 2>/dev/null || true
-  rm -f "$f"
-}
-remove_ns() { # NS: stop what runs in it (all started by this harness), then delete it
-  local ns=$1 pid
-  ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns" || return 0
-  for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-  ip netns del "$ns" 2>/dev/null || true # takes its veths with it
-}
+# shellcheck source=benches/netns-procs.sh
+STOP_WAIT_TENTHS=80
+source "$REPO/benches/netns-procs.sh"
 cleanup() {
-  local rc=$? f
+  local rc=$?
   trap - EXIT INT TERM
   set +e
-  for f in "$PIDS"/*.pid; do [[ -e "$f" ]] && stop "$(basename "$f" .pid)"; done
+  stop_all
   remove_ns "$NS_P"
   remove_ns "$NS_U"
   remove_ns "$NS_A"
